@@ -6,6 +6,7 @@
 //! the system clock by itself.
 #![deny(missing_docs)]
 
+pub mod authority;
 pub mod credential;
 pub mod error;
 pub mod identity;
@@ -14,6 +15,7 @@ pub mod thumbprint;
 pub mod time;
 pub mod transport;
 
+pub use authority::AuthorityKind;
 pub use credential::{
     AccessToken, Account, TokenCredential, TokenRequestOptions, TokenSource, TokenType,
 };
