@@ -11,7 +11,7 @@
 //!     UNIX_EPOCH + Duration::from_secs(1_700_003_600),
 //! );
 //! assert_eq!(token.authorization_header().expose(), "Bearer eyJ0eXAi...");
-//! assert!(token.binding().is_none());
+//! assert!(token.binding.is_none());
 //! ```
 
 use std::fmt;
