@@ -18,6 +18,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A stable, snake_case error code.
@@ -175,20 +176,23 @@ impl ServerError {
 
 /// The error of every fic-rs operation.
 ///
-/// Cheap to move (one box). Match on [`Error::code`]; read the server's answer with
+/// Cheap to move (one box) and to clone (a failed request shared by every caller waiting on it
+/// is cloned to each). Match on [`Error::code`]; read the server's answer with
 /// [`Error::server_error`]; ask [`Error::is_retryable`] whether trying again later may help and
 /// [`Error::retry_after`] when the server said how long to wait.
+#[derive(Clone)]
 pub struct Error {
     inner: Box<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     code: ErrorCode,
     message: String,
     retryable: bool,
     retry_after: Option<Duration>,
     server: Option<ServerError>,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl Error {
@@ -243,7 +247,7 @@ impl Error {
     /// Attaches the underlying cause.
     #[must_use]
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.inner.source = Some(Box::new(source));
+        self.inner.source = Some(Arc::new(source));
         self
     }
 

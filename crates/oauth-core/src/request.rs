@@ -1087,6 +1087,44 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever the values, the body decodes back to exactly the parameters sent, in order.
+        #[test]
+        fn form_encoding_round_trips(
+            client_id in "[^\\s]{1,40}",
+            secret in "\\PC{1,60}",
+            scope in "[a-zA-Z0-9:/._~%+&=?#-]{1,60}",
+            fmi in "\\PC{1,30}",
+            extra in proptest::collection::vec(("x_[a-z]{1,8}", "\\PC{0,20}"), 0..4),
+        ) {
+            proptest::prop_assume!(!secret.trim().is_empty() && !fmi.trim().is_empty() && !scope.trim().is_empty());
+            let mut request = TokenRequest::client_credentials(endpoint(false, None), client_id.clone(), [scope.clone()])
+                .with_auth(ClientAuth::Secret(Secret::new(secret.clone())))
+                .with_fmi_path(Some(fmi.clone()));
+            let mut seen = std::collections::HashSet::new();
+            for (name, value) in &extra {
+                if seen.insert(name.clone()) {
+                    request = request.with_extra_body_parameter(name.clone(), value.clone());
+                }
+            }
+            let expected: Vec<(String, String)> = request
+                .form_parameters()
+                .unwrap()
+                .into_iter()
+                .map(|(n, v)| (n, v.expose().to_string()))
+                .collect();
+            let sent = request.into_transport_request().unwrap();
+            let decoded: Vec<(String, String)> = url::form_urlencoded::parse(sent.request.body())
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect();
+            proptest::prop_assert_eq!(&decoded, &expected);
+            proptest::prop_assert_eq!(&decoded[0], &("client_id".to_string(), client_id));
+            proptest::prop_assert!(decoded.contains(&("client_secret".to_string(), secret)));
+            proptest::prop_assert!(decoded.contains(&("fmi_path".to_string(), fmi.trim().to_string())));
+        }
+    }
+
     #[test]
     fn claims_merge() {
         assert_eq!(merge_claims(None, &[]).unwrap(), None);

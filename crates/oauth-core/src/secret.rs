@@ -1,11 +1,13 @@
 //! A redacting, zeroizing wrapper for secrets.
 
 use std::fmt;
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// A secret string: access, refresh and id tokens, client secrets, client assertions.
 ///
-/// `Debug` and `Display` never show the value; the memory is zeroized when dropped. Read it
+/// `Debug` and `Display` never show the value; the memory is zeroized when the last clone is
+/// dropped (clones share one allocation, so handing a cached token out costs no copy). Read it
 /// deliberately with [`Secret::expose`].
 ///
 /// ```
@@ -17,17 +19,17 @@ use zeroize::Zeroizing;
 /// assert_eq!(secret.expose(), "s3cr3t");
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(Zeroizing<String>);
+pub struct Secret(Arc<Zeroizing<String>>);
 
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(Zeroizing::new(value.into()))
+        Self(Arc::new(Zeroizing::new(value.into())))
     }
 
     /// The secret value. Do not log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// Whether the value is empty or only white space.
