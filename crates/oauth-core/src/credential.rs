@@ -15,6 +15,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -122,10 +123,10 @@ pub struct AccessToken {
     pub expires_on: SystemTime,
     /// When to refresh it proactively (from `refresh_in`, or half-life for long tokens).
     pub refresh_on: Option<SystemTime>,
-    /// The scopes it was granted for.
-    pub scopes: Vec<String>,
+    /// The scopes it was granted for (shared: cloning a token does not copy them).
+    pub scopes: Arc<[String]>,
     /// The tenant that issued it.
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<Arc<str>>,
     /// Identity provider or cache.
     pub source: TokenSource,
     /// For mtls_pop: the certificate the token is bound to (present it when calling the resource).
@@ -146,7 +147,7 @@ impl AccessToken {
             token_type,
             expires_on,
             refresh_on: None,
-            scopes: Vec::new(),
+            scopes: Arc::from(Vec::new()),
             tenant_id: None,
             source: TokenSource::IdentityProvider,
             binding: None,
@@ -263,7 +264,7 @@ pub trait TokenCredential: Send + Sync + fmt::Debug {
 }
 
 #[async_trait]
-impl<T: TokenCredential + ?Sized> TokenCredential for std::sync::Arc<T> {
+impl<T: TokenCredential + ?Sized> TokenCredential for Arc<T> {
     async fn get_token(
         &self,
         scopes: &[&str],

@@ -24,6 +24,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -353,7 +354,7 @@ impl TokenResponse {
             now + Duration::from_secs(self.expires_in),
         );
         token.refresh_on = refresh_on;
-        token.scopes = scopes;
+        token.scopes = scopes.into();
         token.binding = if self.token_type == TokenType::MtlsPop {
             binding
         } else {
@@ -362,8 +363,9 @@ impl TokenResponse {
         token.tenant_id = self
             .id_token_claims
             .as_ref()
-            .and_then(|c| c.tenant_id.clone())
-            .or_else(|| self.client_info.as_ref().map(|c| c.utid.clone()));
+            .and_then(|c| c.tenant_id.as_deref())
+            .or_else(|| self.client_info.as_ref().map(|c| c.utid.as_str()))
+            .map(Arc::from);
         if let Some(info) = &self.client_info {
             let claims = self.id_token_claims.clone().unwrap_or_default();
             let mut account = Account::new(

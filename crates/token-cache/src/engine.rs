@@ -1,0 +1,478 @@
+//! The cached-acquisition engine every flow uses: cache, then network.
+//!
+//! - **Hit path**: one probe of the cache on the full key; an mtls_pop entry serves only the
+//!   same binding certificate; a token with under 5 minutes left is a miss.
+//! - **Single flight**: concurrent misses on one key make one request; every waiter gets its
+//!   result or its error. Misses on different keys never wait on each other. A waiter that is
+//!   cancelled does not strand the others (the next waiter takes over the fetch).
+//! - **Proactive refresh**: past `refresh_on` (minus a random jitter), one background task per
+//!   key refreshes the token while callers keep getting the cached one; a failed background
+//!   refresh keeps the old token while it is valid and is not retried for 30 s.
+//! - **Throttling**: an error carrying `Retry-After` (429/503) blocks the same key until the
+//!   delay has passed; callers get the throttled error without a request being sent.
+//! - `force_refresh` skips the lookup; a claims challenge (`bypass_cache`) skips the lookup and
+//!   the single flight. Time comes only from the injected [`Clock`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::time::Duration;
+//! use fic_oauth_core::{AccessToken, Clock, ManualClock, Secret, TokenSource, TokenType};
+//! use fic_token_cache::{AccessTokenKey, AcquisitionEngine, Lookup, MemoryCache};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), fic_oauth_core::Error> {
+//! let clock = ManualClock::default();
+//! let engine = AcquisitionEngine::builder(Arc::new(MemoryCache::new()))
+//!     .clock(Arc::new(clock.clone()))
+//!     .build();
+//! let calls = Arc::new(AtomicUsize::new(0));
+//! let fetch = {
+//!     let (calls, clock) = (calls.clone(), clock.clone());
+//!     move || {
+//!         calls.fetch_add(1, Ordering::SeqCst);
+//!         let expires = clock.now() + Duration::from_secs(3600);
+//!         Box::pin(async move { Ok(AccessToken::new(Secret::new("t"), TokenType::Bearer, expires)) })
+//!             as fic_token_cache::FetchFuture
+//!     }
+//! };
+//! let lookup = Lookup::new(AccessTokenKey::app("login.microsoftonline.com", "cid", "tid", ["s/.default"]));
+//! let first = engine.acquire(&lookup, fetch.clone()).await?;
+//! let second = engine.acquire(&lookup, fetch).await?;
+//! assert_eq!((first.source, second.source), (TokenSource::IdentityProvider, TokenSource::Cache));
+//! assert_eq!(calls.load(Ordering::SeqCst), 1);
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use fic_oauth_core::{AccessToken, ClientIdentity, Clock, Error, ErrorCode, SystemClock};
+use tokio::sync::OnceCell;
+
+use crate::cache::TokenCache;
+use crate::entry::{CacheEntry, CachedAccessToken};
+use crate::key::{AccessTokenKey, CacheKey, KeyHasher};
+
+/// Tokens with less than this left are treated as expired.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
+/// The largest random jitter subtracted from `refresh_on`.
+pub const DEFAULT_REFRESH_JITTER: Duration = Duration::from_secs(300);
+/// How long a failed background refresh waits before the next attempt.
+pub const REFRESH_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// The future a fetch returns.
+pub type FetchFuture = Pin<Box<dyn Future<Output = Result<AccessToken, Error>> + Send>>;
+
+/// What one acquisition asks for.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    parts: AccessTokenKey,
+    key: CacheKey,
+    binding: Option<ClientIdentity>,
+    force_refresh: bool,
+    bypass_cache: bool,
+}
+
+impl Lookup {
+    /// A lookup for the key `parts` (the key string is built once, here).
+    pub fn new(parts: AccessTokenKey) -> Self {
+        let key = parts.build();
+        Self {
+            parts,
+            key,
+            binding: None,
+            force_refresh: false,
+            bypass_cache: false,
+        }
+    }
+
+    /// The certificate the token must be bound to (mtls_pop): only an entry with the same `kid`
+    /// is a hit, and hits are returned bound to it.
+    #[must_use]
+    pub fn with_binding(mut self, binding: Option<ClientIdentity>) -> Self {
+        self.binding = binding;
+        self
+    }
+
+    /// Skips the cache lookup (the result is still stored).
+    #[must_use]
+    pub fn with_force_refresh(mut self, force_refresh: bool) -> Self {
+        self.force_refresh = force_refresh;
+        self
+    }
+
+    /// Skips the cache lookup and the single flight (a claims challenge); the result is stored.
+    #[must_use]
+    pub fn with_bypass_cache(mut self, bypass_cache: bool) -> Self {
+        self.bypass_cache = bypass_cache;
+        self
+    }
+
+    /// The cache key.
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// The key parts.
+    pub fn parts(&self) -> &AccessTokenKey {
+        &self.parts
+    }
+
+    fn kid(&self) -> Option<&str> {
+        self.binding.as_ref().map(ClientIdentity::thumbprint_s256)
+    }
+}
+
+type Flight = OnceCell<Result<AccessToken, Error>>;
+
+#[derive(Default)]
+struct State {
+    flights: HashMap<CacheKey, Arc<Flight>, KeyHasher>,
+    refreshing: HashSet<CacheKey, KeyHasher>,
+    /// Key → the time before which no request is sent, and the error to give meanwhile.
+    throttled: HashMap<CacheKey, (SystemTime, Error), KeyHasher>,
+    /// Key → the time before which no background refresh is tried again.
+    refresh_backoff: HashMap<CacheKey, SystemTime, KeyHasher>,
+}
+
+/// Builds an [`AcquisitionEngine`].
+#[derive(Debug)]
+pub struct EngineBuilder {
+    cache: Arc<dyn TokenCache>,
+    clock: Arc<dyn Clock>,
+    refresh_jitter: Duration,
+    background_refresh: bool,
+}
+
+impl EngineBuilder {
+    /// The clock (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The largest random jitter subtracted from `refresh_on` (default 5 minutes; 0 makes
+    /// refresh times exact, for tests).
+    #[must_use]
+    pub fn refresh_jitter(mut self, jitter: Duration) -> Self {
+        self.refresh_jitter = jitter;
+        self
+    }
+
+    /// Whether tokens past `refresh_on` are refreshed in the background (default true; needs a
+    /// tokio runtime, otherwise they are served until they expire).
+    #[must_use]
+    pub fn background_refresh(mut self, enabled: bool) -> Self {
+        self.background_refresh = enabled;
+        self
+    }
+
+    /// The engine.
+    pub fn build(self) -> Arc<AcquisitionEngine> {
+        Arc::new(AcquisitionEngine {
+            cache: self.cache,
+            clock: self.clock,
+            refresh_jitter: self.refresh_jitter,
+            background_refresh: self.background_refresh,
+            state: Mutex::new(State::default()),
+        })
+    }
+}
+
+/// The cached-acquisition engine. Share it (it is returned in an `Arc`) between every caller of
+/// one cache.
+pub struct AcquisitionEngine {
+    cache: Arc<dyn TokenCache>,
+    clock: Arc<dyn Clock>,
+    refresh_jitter: Duration,
+    background_refresh: bool,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for AcquisitionEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcquisitionEngine")
+            .field("cache", &self.cache)
+            .field("refresh_jitter", &self.refresh_jitter)
+            .field("background_refresh", &self.background_refresh)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hit: the token to serve, and whether it is due for a proactive refresh.
+type Probe = Option<(AccessToken, bool)>;
+
+impl AcquisitionEngine {
+    /// A builder over `cache`.
+    pub fn builder(cache: Arc<dyn TokenCache>) -> EngineBuilder {
+        EngineBuilder {
+            cache,
+            clock: Arc::new(SystemClock),
+            refresh_jitter: DEFAULT_REFRESH_JITTER,
+            background_refresh: true,
+        }
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Arc<dyn TokenCache> {
+        &self.cache
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn jitter(&self) -> Duration {
+        if self.refresh_jitter.is_zero() {
+            return Duration::ZERO;
+        }
+        let random = uuid::Uuid::new_v4().as_u64_pair().0;
+        let millis = u64::try_from(self.refresh_jitter.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(random % millis.max(1))
+    }
+
+    fn evaluate(&self, lookup: &Lookup, entry: Option<&CacheEntry>, now: SystemTime) -> Probe {
+        let cached = entry.and_then(CacheEntry::as_access_token)?;
+        if !cached.matches_kid(lookup.kid()) || !cached.is_fresh(now, EXPIRY_MARGIN) {
+            return None;
+        }
+        let needs_refresh = cached
+            .refresh_on()
+            .is_some_and(|at| now + self.jitter() >= at);
+        Some((
+            cached.to_access_token(lookup.binding.as_ref()),
+            needs_refresh,
+        ))
+    }
+
+    async fn probe(&self, lookup: &Lookup) -> Probe {
+        let now = self.clock.now();
+        let mut found = None;
+        if self.cache.visit_now(&lookup.key, &mut |entry| {
+            found = self.evaluate(lookup, entry, now);
+        }) {
+            return found;
+        }
+        match self.cache.get(&lookup.key).await {
+            Ok(entry) => self.evaluate(lookup, entry.as_deref(), now),
+            Err(error) => {
+                tracing::warn!(code = %error.code(), "token cache read failed; treating it as a miss");
+                None
+            }
+        }
+    }
+
+    /// A token for `lookup`: from the cache when it holds a usable one, otherwise from `fetch`
+    /// (once per key, however many callers miss at once), which is then cached.
+    pub async fn acquire<F>(
+        self: &Arc<Self>,
+        lookup: &Lookup,
+        fetch: F,
+    ) -> Result<AccessToken, Error>
+    where
+        F: Fn() -> FetchFuture + Send + Sync + 'static,
+    {
+        if !lookup.force_refresh && !lookup.bypass_cache {
+            // The hit path of a backend that answers at once (memory, a tiered L1) runs without
+            // entering the async machinery below.
+            let now = self.clock.now();
+            let mut found = None;
+            let answered = self.cache.visit_now(&lookup.key, &mut |entry| {
+                found = self.evaluate(lookup, entry, now);
+            });
+            let probe = if answered {
+                found
+            } else {
+                self.probe(lookup).await
+            };
+            if let Some((token, needs_refresh)) = probe {
+                if needs_refresh {
+                    self.spawn_refresh(lookup, Arc::new(fetch));
+                }
+                return Ok(token);
+            }
+        }
+        Box::pin(self.acquire_from_network(lookup, fetch)).await
+    }
+
+    async fn acquire_from_network<F>(
+        self: &Arc<Self>,
+        lookup: &Lookup,
+        fetch: F,
+    ) -> Result<AccessToken, Error>
+    where
+        F: Fn() -> FetchFuture + Send + Sync + 'static,
+    {
+        if let Some(error) = self.throttled(&lookup.key) {
+            return Err(error);
+        }
+        if lookup.bypass_cache {
+            return self.fetch_and_store(lookup, &fetch).await;
+        }
+        self.single_flight(lookup, &fetch, !lookup.force_refresh)
+            .await
+    }
+
+    /// Drops the cached access token of `lookup` (e.g. after the resource rejected it).
+    pub async fn invalidate(&self, lookup: &Lookup) -> Result<(), Error> {
+        self.cache.remove(&lookup.key).await
+    }
+
+    fn throttled(&self, key: &CacheKey) -> Option<Error> {
+        let now = self.clock.now();
+        let mut state = self.state();
+        match state.throttled.get(key) {
+            Some((until, error)) if *until > now => {
+                let left = until.duration_since(now).unwrap_or_default();
+                Some(
+                    Error::new(
+                        ErrorCode::THROTTLED,
+                        format!(
+                            "the identity provider asked to wait; no request is sent for another {} s ({})",
+                            left.as_secs(),
+                            error.message()
+                        ),
+                    )
+                    .with_retry_after(left)
+                    .with_server_error(error.server_error().cloned().unwrap_or_default()),
+                )
+            }
+            Some(_) => {
+                state.throttled.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn single_flight<F>(
+        &self,
+        lookup: &Lookup,
+        fetch: &F,
+        recheck: bool,
+    ) -> Result<AccessToken, Error>
+    where
+        F: Fn() -> FetchFuture + Send + Sync,
+    {
+        let flight = Arc::clone(
+            self.state()
+                .flights
+                .entry(lookup.key.clone())
+                .or_insert_with(|| Arc::new(OnceCell::new())),
+        );
+        let result = flight
+            .get_or_init(|| async {
+                // Another flight may have stored a token between our probe and now.
+                if recheck {
+                    if let Some((token, _)) = self.probe(lookup).await {
+                        return Ok(token);
+                    }
+                }
+                self.fetch_and_store(lookup, fetch).await
+            })
+            .await
+            .clone();
+        {
+            let mut state = self.state();
+            if state
+                .flights
+                .get(&lookup.key)
+                .is_some_and(|current| Arc::ptr_eq(current, &flight))
+            {
+                state.flights.remove(&lookup.key);
+            }
+        }
+        result
+    }
+
+    async fn fetch_and_store<F>(&self, lookup: &Lookup, fetch: &F) -> Result<AccessToken, Error>
+    where
+        F: Fn() -> FetchFuture + Send + Sync + ?Sized,
+    {
+        match fetch().await {
+            Ok(token) => {
+                let entry =
+                    CachedAccessToken::from_token(lookup.parts.clone(), &token, self.clock.now());
+                let key = entry.cache_key();
+                if let Err(error) = self
+                    .cache
+                    .put(key, Arc::new(CacheEntry::AccessToken(entry)))
+                    .await
+                {
+                    tracing::warn!(code = %error.code(), "token cache write failed; the token is returned uncached");
+                }
+                Ok(token)
+            }
+            Err(error) => {
+                if let Some(delay) = error
+                    .retry_after()
+                    .filter(|_| error.code() == &ErrorCode::THROTTLED)
+                {
+                    let until = self.clock.now() + delay;
+                    self.state()
+                        .throttled
+                        .insert(lookup.key.clone(), (until, error.clone()));
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn spawn_refresh<F>(self: &Arc<Self>, lookup: &Lookup, fetch: Arc<F>)
+    where
+        F: Fn() -> FetchFuture + Send + Sync + 'static,
+    {
+        if !self.background_refresh {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let now = self.clock.now();
+        {
+            let mut state = self.state();
+            if state.refreshing.contains(&lookup.key)
+                || state
+                    .refresh_backoff
+                    .get(&lookup.key)
+                    .is_some_and(|until| *until > now)
+            {
+                return;
+            }
+            state.refreshing.insert(lookup.key.clone());
+        }
+        let engine = Arc::clone(self);
+        let lookup = lookup.clone();
+        runtime.spawn(async move {
+            let result = engine.single_flight(&lookup, &*fetch, false).await;
+            let mut state = engine.state();
+            state.refreshing.remove(&lookup.key);
+            match result {
+                Ok(_) => {
+                    state.refresh_backoff.remove(&lookup.key);
+                    tracing::debug!(key = %lookup.key, "background refresh stored a new token");
+                }
+                Err(error) => {
+                    let until = engine.clock.now() + REFRESH_RETRY_DELAY;
+                    state.refresh_backoff.insert(lookup.key.clone(), until);
+                    tracing::warn!(code = %error.code(), "background refresh failed; the cached token is kept while valid");
+                }
+            }
+        });
+    }
+
+    /// Whether a background refresh of `lookup` is running (for tests and diagnostics).
+    pub fn is_refreshing(&self, lookup: &Lookup) -> bool {
+        self.state().refreshing.contains(&lookup.key)
+    }
+}

@@ -1,0 +1,338 @@
+//! What the cache stores: the entities of the MSAL unified schema.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use fic_oauth_core::{AccessToken, Account, ClientIdentity, Secret, TokenSource, TokenType};
+
+use crate::key::{AccessTokenKey, CacheKey, CredentialType};
+
+/// A cached access token (the `AccessToken` node of the unified schema).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct CachedAccessToken {
+    key: AccessTokenKey,
+    secret: Secret,
+    cached_at: SystemTime,
+    expires_on: SystemTime,
+    extended_expires_on: Option<SystemTime>,
+    refresh_on: Option<SystemTime>,
+    kid: Option<String>,
+    /// The result served on a hit, prepared once (cloning it copies no string).
+    served: AccessToken,
+}
+
+impl CachedAccessToken {
+    /// A cache entry for `token` under `key`, stored at `now`. The `kid` is the binding
+    /// certificate's thumbprint for mtls_pop tokens.
+    pub fn from_token(key: AccessTokenKey, token: &AccessToken, now: SystemTime) -> Self {
+        Self::new(
+            key.with_token_type(token.token_type),
+            token.token.clone(),
+            now,
+            token.expires_on,
+            token.refresh_on,
+            token.binding_thumbprint().map(str::to_string),
+        )
+    }
+
+    /// An entry from its stored fields (file and Redis backends load entries this way).
+    pub fn new(
+        key: AccessTokenKey,
+        secret: Secret,
+        cached_at: SystemTime,
+        expires_on: SystemTime,
+        refresh_on: Option<SystemTime>,
+        kid: Option<String>,
+    ) -> Self {
+        let mut served = AccessToken::new(secret.clone(), key.token_type, expires_on);
+        served.refresh_on = refresh_on;
+        served.scopes = key
+            .target
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        served.tenant_id = Some(key.realm.as_str())
+            .filter(|r| !r.is_empty())
+            .map(Into::into);
+        served.source = TokenSource::Cache;
+        Self {
+            key,
+            secret,
+            cached_at,
+            expires_on,
+            extended_expires_on: None,
+            refresh_on,
+            kid,
+            served,
+        }
+    }
+
+    /// Sets the extended expiry (`ext_expires_in` applied).
+    #[must_use]
+    pub fn with_extended_expires_on(mut self, extended_expires_on: Option<SystemTime>) -> Self {
+        self.extended_expires_on = extended_expires_on;
+        self
+    }
+
+    /// The key parts (home account id, environment, client id, realm, target, type, components).
+    pub fn key(&self) -> &AccessTokenKey {
+        &self.key
+    }
+
+    /// The token.
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// When it was stored.
+    pub fn cached_at(&self) -> SystemTime {
+        self.cached_at
+    }
+
+    /// When it expires.
+    pub fn expires_on(&self) -> SystemTime {
+        self.expires_on
+    }
+
+    /// The extended expiry, if any.
+    pub fn extended_expires_on(&self) -> Option<SystemTime> {
+        self.extended_expires_on
+    }
+
+    /// When to refresh it proactively.
+    pub fn refresh_on(&self) -> Option<SystemTime> {
+        self.refresh_on
+    }
+
+    /// For mtls_pop: the `x5t#S256` of the binding certificate (`kid`).
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The cache key.
+    pub fn cache_key(&self) -> CacheKey {
+        self.key.build()
+    }
+
+    /// The credential type.
+    pub fn credential_type(&self) -> CredentialType {
+        self.key.credential_type()
+    }
+
+    /// The token type.
+    pub fn token_type(&self) -> TokenType {
+        self.key.token_type
+    }
+
+    /// The extension components.
+    pub fn components(&self) -> &BTreeMap<String, String> {
+        &self.key.components
+    }
+
+    /// Whether this entry may serve a request bound to `kid` (`None` for Bearer): mtls_pop
+    /// entries serve only the same certificate; Bearer entries only unbound requests.
+    pub fn matches_kid(&self, kid: Option<&str>) -> bool {
+        self.kid.as_deref() == kid
+    }
+
+    /// Whether it has at least `margin` left at `now`.
+    pub fn is_fresh(&self, now: SystemTime, margin: Duration) -> bool {
+        self.expires_on
+            .duration_since(now)
+            .is_ok_and(|left| left >= margin)
+    }
+
+    /// The result value, served from the cache, bound to `binding` for mtls_pop tokens.
+    pub fn to_access_token(&self, binding: Option<&ClientIdentity>) -> AccessToken {
+        let mut token = self.served.clone();
+        if self.token_type() == TokenType::MtlsPop {
+            token.binding = binding.cloned();
+        }
+        token
+    }
+}
+
+impl PartialEq for CachedAccessToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+            && self.secret == other.secret
+            && self.cached_at == other.cached_at
+            && self.expires_on == other.expires_on
+            && self.extended_expires_on == other.extended_expires_on
+            && self.refresh_on == other.refresh_on
+            && self.kid == other.kid
+    }
+}
+
+impl Eq for CachedAccessToken {}
+
+impl fmt::Debug for CachedAccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedAccessToken")
+            .field("key", &self.cache_key().as_str())
+            .field("secret", &self.secret)
+            .field(
+                "expires_on",
+                &fic_oauth_core::time::unix_seconds(self.expires_on),
+            )
+            .field(
+                "refresh_on",
+                &self.refresh_on.map(fic_oauth_core::time::unix_seconds),
+            )
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cached refresh token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CachedRefreshToken {
+    /// `uid.utid`.
+    pub home_account_id: String,
+    /// The authority host.
+    pub environment: String,
+    /// The client id.
+    pub client_id: String,
+    /// The refresh token.
+    pub secret: Secret,
+}
+
+impl CachedRefreshToken {
+    /// A refresh-token entry.
+    pub fn new(home_account_id: &str, environment: &str, client_id: &str, secret: Secret) -> Self {
+        Self {
+            home_account_id: home_account_id.to_string(),
+            environment: environment.to_string(),
+            client_id: client_id.to_string(),
+            secret,
+        }
+    }
+
+    /// The cache key.
+    pub fn cache_key(&self) -> CacheKey {
+        CacheKey::refresh_token(&self.home_account_id, &self.environment, &self.client_id)
+    }
+}
+
+/// A cached id token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CachedIdToken {
+    /// `uid.utid`.
+    pub home_account_id: String,
+    /// The authority host.
+    pub environment: String,
+    /// The client id.
+    pub client_id: String,
+    /// The tenant.
+    pub realm: String,
+    /// The id token.
+    pub secret: Secret,
+}
+
+impl CachedIdToken {
+    /// An id-token entry.
+    pub fn new(
+        home_account_id: &str,
+        environment: &str,
+        client_id: &str,
+        realm: &str,
+        secret: Secret,
+    ) -> Self {
+        Self {
+            home_account_id: home_account_id.to_string(),
+            environment: environment.to_string(),
+            client_id: client_id.to_string(),
+            realm: realm.to_string(),
+            secret,
+        }
+    }
+
+    /// The cache key.
+    pub fn cache_key(&self) -> CacheKey {
+        CacheKey::id_token(
+            &self.home_account_id,
+            &self.environment,
+            &self.client_id,
+            &self.realm,
+        )
+    }
+}
+
+/// A cached account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CachedAccount {
+    /// The account.
+    pub account: Account,
+}
+
+impl CachedAccount {
+    /// An account entry.
+    pub fn new(account: Account) -> Self {
+        Self { account }
+    }
+
+    /// The cache key.
+    pub fn cache_key(&self) -> CacheKey {
+        CacheKey::account(
+            &self.account.home_account_id,
+            &self.account.environment,
+            &self.account.realm,
+        )
+    }
+}
+
+/// One cache entry.
+///
+/// Entries live behind an `Arc` in every cache, so the size of the access-token variant costs
+/// nothing per lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+#[non_exhaustive]
+pub enum CacheEntry {
+    /// An access token.
+    AccessToken(CachedAccessToken),
+    /// A refresh token.
+    RefreshToken(CachedRefreshToken),
+    /// An id token.
+    IdToken(CachedIdToken),
+    /// An account.
+    Account(CachedAccount),
+}
+
+impl CacheEntry {
+    /// The key this entry is stored under.
+    pub fn cache_key(&self) -> CacheKey {
+        match self {
+            Self::AccessToken(e) => e.cache_key(),
+            Self::RefreshToken(e) => e.cache_key(),
+            Self::IdToken(e) => e.cache_key(),
+            Self::Account(e) => e.cache_key(),
+        }
+    }
+
+    /// When the entry stops being useful (access tokens); `None` for entries that do not expire
+    /// on their own.
+    pub fn expires_on(&self) -> Option<SystemTime> {
+        match self {
+            Self::AccessToken(e) => Some(
+                e.extended_expires_on
+                    .map_or(e.expires_on, |x| x.max(e.expires_on)),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The access token, if this is one.
+    pub fn as_access_token(&self) -> Option<&CachedAccessToken> {
+        match self {
+            Self::AccessToken(e) => Some(e),
+            _ => None,
+        }
+    }
+}
