@@ -1,0 +1,577 @@
+//! fic-mtls-transport against local rustls/hyper servers on 127.0.0.1, with production URLs
+//! reaching them through resolver overrides. System DNS is off in every transport built here,
+//! so nothing can leave the machine.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fic_mtls_transport::{MtlsTransport, MtlsTransportBuilder};
+use fic_oauth_core::{ClientIdentity, Error, ErrorCode, HttpTransport, TransportRequest};
+use support::{
+    closed_port, field, get, text, ClientAuth, Pki, ServerOptions, StallingServer, TestServer,
+};
+
+const LOGIN: &str = "https://login.microsoftonline.com";
+const MTLS: &str = "https://westus3.mtlsauth.microsoft.com";
+
+/// Trusts only `pki`'s CA, no system DNS, the login and mtlsauth hosts on `addr`.
+#[allow(clippy::unwrap_used)] // Test helper: a panic is a test failure.
+fn builder(pki: &Pki, addr: SocketAddr) -> MtlsTransportBuilder {
+    MtlsTransport::builder()
+        .built_in_roots(false)
+        .add_root_certificate_pem(pki.ca_pem.as_bytes())
+        .unwrap()
+        .system_dns(false)
+        .resolve("login.microsoftonline.com:443", addr)
+        .resolve("*.mtlsauth.microsoft.com:443", addr)
+}
+
+async fn send(
+    transport: &MtlsTransport,
+    uri: &str,
+    identity: Option<&ClientIdentity>,
+) -> Result<http::Response<Bytes>, Error> {
+    transport
+        .send(TransportRequest::new(get(uri)).with_identity(identity.cloned()))
+        .await
+}
+
+#[tokio::test]
+async fn the_server_sees_the_identity_only_on_requests_that_carry_it() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let alice = pki.client_identity("alice");
+
+    let with = send(&transport, &format!("{MTLS}/echo"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(with.status(), 200);
+    let body = text(&with);
+    assert_eq!(field(&body, "cert"), alice.thumbprint_s256());
+    assert_eq!(field(&body, "host"), "westus3.mtlsauth.microsoft.com");
+
+    let without = send(&transport, &format!("{MTLS}/echo"), None)
+        .await
+        .unwrap();
+    let body2 = text(&without);
+    assert_eq!(field(&body2, "cert"), "none");
+    assert_ne!(
+        field(&body2, "conn"),
+        field(&body, "conn"),
+        "identity connection reused"
+    );
+
+    // Back to the identity: its own connection is still pooled.
+    let again = send(&transport, &format!("{MTLS}/echo"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(field(&text(&again), "conn"), field(&body, "conn"));
+    assert_eq!(field(&text(&again), "cert"), alice.thumbprint_s256());
+
+    // SNI is the URL's host, though the connection went to 127.0.0.1.
+    let handshakes = server.handshakes();
+    assert_eq!(handshakes.len(), 2);
+    assert_eq!(
+        handshakes[0].sni.as_deref(),
+        Some("westus3.mtlsauth.microsoft.com")
+    );
+    assert_eq!(
+        handshakes[0].client_thumbprint.as_deref(),
+        Some(alice.thumbprint_s256())
+    );
+    assert_eq!(handshakes[1].client_thumbprint, None);
+    assert_eq!(transport.identity_pool_count(), 1);
+    assert_eq!(transport.connections_opened(), 2);
+}
+
+#[tokio::test]
+async fn a_server_requiring_a_certificate_refuses_requests_without_one() {
+    let pki = Pki::new("ca");
+    for tls12_only in [false, true] {
+        let server = TestServer::https(
+            &pki,
+            ServerOptions {
+                client_auth: ClientAuth::Required,
+                tls12_only,
+                ..ServerOptions::default()
+            },
+        )
+        .await;
+        let transport = builder(&pki, server.addr).build().unwrap();
+
+        // TLS 1.3: the client finishes first, the rejection arrives on the first read.
+        let err = send(&transport, &format!("{MTLS}/echo"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            &ErrorCode::TLS_HANDSHAKE_FAILED,
+            "tls12_only={tls12_only}: {err}"
+        );
+        assert_eq!(server.failed_handshakes(), 1);
+        assert_eq!(server.requests(), 0);
+
+        let bob = pki.client_identity("bob");
+        let ok = send(&transport, &format!("{MTLS}/echo"), Some(&bob))
+            .await
+            .unwrap();
+        assert_eq!(field(&text(&ok), "cert"), bob.thumbprint_s256());
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_unknown_ca_is_rejected_by_the_server() {
+    let pki = Pki::new("ca");
+    let stranger = Pki::new("other ca").client_identity("mallory");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let err = send(&transport, &format!("{MTLS}/echo"), Some(&stranger))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TLS_HANDSHAKE_FAILED, "{err}");
+    assert_eq!(server.requests(), 0);
+}
+
+#[tokio::test]
+async fn two_identities_get_two_pools() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let (alice, bob) = (pki.client_identity("alice"), pki.client_identity("bob"));
+    assert_ne!(alice.thumbprint_s256(), bob.thumbprint_s256());
+
+    let mut conns = Vec::new();
+    for identity in [&alice, &bob, &alice, &bob] {
+        let body = text(
+            &send(&transport, &format!("{LOGIN}/echo"), Some(identity))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(field(&body, "cert"), identity.thumbprint_s256());
+        conns.push(field(&body, "conn"));
+    }
+    assert_ne!(conns[0], conns[1]);
+    assert_eq!(conns[0], conns[2]);
+    assert_eq!(conns[1], conns[3]);
+
+    let seen: Vec<_> = server
+        .handshakes()
+        .into_iter()
+        .map(|h| h.client_thumbprint)
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            Some(alice.thumbprint_s256().to_owned()),
+            Some(bob.thumbprint_s256().to_owned())
+        ]
+    );
+    assert_eq!(transport.identity_pool_count(), 2);
+}
+
+#[tokio::test]
+async fn one_handshake_for_a_hundred_sequential_requests() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let alice = pki.client_identity("alice");
+    for _ in 0..100 {
+        let response = send(&transport, &format!("{MTLS}/echo"), Some(&alice))
+            .await
+            .unwrap();
+        assert_eq!(field(&text(&response), "cert"), alice.thumbprint_s256());
+    }
+    assert_eq!(server.requests(), 100);
+    assert_eq!(server.accepts(), 1);
+    assert_eq!(server.handshakes().len(), 1);
+    assert_eq!(transport.connections_opened(), 1);
+}
+
+/// On a multi-thread runtime hyper-util's pool can race a request against the previous
+/// connection's return to the pool and open a spare connection (its checkout and connect are
+/// raced, and a started connect is finished in the background); connections are still reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_reused_on_a_multi_thread_runtime() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let alice = pki.client_identity("alice");
+    for _ in 0..100 {
+        send(&transport, &format!("{MTLS}/echo"), Some(&alice))
+            .await
+            .unwrap();
+    }
+    assert_eq!(server.requests(), 100);
+    assert!(
+        server.accepts() <= 5,
+        "{} connections for 100 requests",
+        server.accepts()
+    );
+    assert_eq!(server.accepts() as u64, transport.connections_opened());
+}
+
+#[tokio::test]
+async fn the_override_does_not_weaken_certificate_verification() {
+    let pki = Pki::new("ca");
+    // Trusted CA, but the certificate names another host.
+    let wrong_name = TestServer::https(
+        &pki,
+        ServerOptions {
+            names: &["other.example.com"],
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let transport = builder(&pki, wrong_name.addr).build().unwrap();
+    let err = send(&transport, &format!("{LOGIN}/echo"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TLS_HANDSHAKE_FAILED, "{err}");
+    assert!(
+        err.message()
+            .contains("https://login.microsoftonline.com:443"),
+        "{err}"
+    );
+    assert_eq!(wrong_name.accepts(), 1);
+    assert_eq!(wrong_name.requests(), 0);
+
+    // Right name, untrusted CA.
+    let untrusted = TestServer::https(&Pki::new("rogue ca"), ServerOptions::default()).await;
+    let transport = builder(&pki, untrusted.addr).build().unwrap();
+    let err = send(&transport, &format!("{LOGIN}/echo"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TLS_HANDSHAKE_FAILED, "{err}");
+    assert_eq!(untrusted.requests(), 0);
+}
+
+#[tokio::test]
+async fn wildcard_overrides_match_subdomains_only() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+
+    let body = text(
+        &send(&transport, &format!("{MTLS}/echo"), None)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(field(&body, "host"), "westus3.mtlsauth.microsoft.com");
+    assert_eq!(server.accepts(), 1);
+    // Several labels match too: the connection reaches the server, whose `*.` certificate
+    // covers one label only, so verification (by the URL's host) refuses it.
+    let err = send(&transport, "https://a.b.mtlsauth.microsoft.com/echo", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TLS_HANDSHAKE_FAILED, "{err}");
+    assert_eq!(server.accepts(), 2);
+
+    for uri in [
+        "https://mtlsauth.microsoft.com.evil.com/echo",
+        "https://mtlsauth.microsoft.com/echo",
+        "https://westus3.mtlsauth.microsoft.com:8443/echo",
+    ] {
+        let err = send(&transport, uri, None).await.unwrap_err();
+        assert_eq!(err.code(), &ErrorCode::CONNECTION_FAILED, "{uri}: {err}");
+        assert!(err.message().contains("no resolver override"), "{err}");
+    }
+    assert_eq!(
+        server.accepts(),
+        2,
+        "no connection for names the pattern does not match"
+    );
+    assert_eq!(server.requests(), 1);
+}
+
+#[tokio::test]
+async fn response_size_is_capped() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr)
+        .max_response_bytes(2500)
+        .build()
+        .unwrap();
+
+    let exact = send(&transport, &format!("{LOGIN}/big/2500"), None)
+        .await
+        .unwrap();
+    assert_eq!(exact.body().len(), 2500);
+    let chunked = send(&transport, &format!("{LOGIN}/chunked/2000/1000"), None)
+        .await
+        .unwrap();
+    assert_eq!(chunked.body(), &Bytes::from(vec![b'c'; 2000]));
+
+    let err = send(&transport, &format!("{LOGIN}/big/2501"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::RESPONSE_TOO_LARGE, "{err}");
+    assert!(err.message().contains("announces 2501 bytes"), "{err}");
+
+    // No Content-Length: stopped while streaming, after the third chunk.
+    let err = send(&transport, &format!("{LOGIN}/chunked/3000/1000"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::RESPONSE_TOO_LARGE, "{err}");
+    assert!(
+        err.message().contains("larger than the limit of 2500"),
+        "{err}"
+    );
+
+    // The Content-Length alone is enough: the body never comes, yet the answer is immediate
+    // (reading it would end in a timeout instead).
+    let err = transport
+        .send(
+            TransportRequest::new(get(&format!("{LOGIN}/announce/2000000")))
+                .with_timeout(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::RESPONSE_TOO_LARGE, "{err}");
+
+    // The default cap is 1 MiB.
+    let default = builder(&pki, server.addr).build().unwrap();
+    assert_eq!(
+        send(&default, &format!("{LOGIN}/big/1048576"), None)
+            .await
+            .unwrap()
+            .body()
+            .len(),
+        1 << 20
+    );
+    let err = send(&default, &format!("{LOGIN}/chunked/1048577/65536"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::RESPONSE_TOO_LARGE, "{err}");
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_hits_the_connect_timeout() {
+    let pki = Pki::new("ca");
+    let stall = StallingServer::start().await;
+    let transport = builder(&pki, stall.addr)
+        .connect_timeout(Duration::from_millis(200))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = send(&transport, &format!("{LOGIN}/echo"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TIMEOUT, "{err}");
+    assert!(err.message().contains("connect timeout (200 ms)"), "{err}");
+    assert!(err.is_retryable());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(stall.accepts(), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_response_hits_the_total_timeout() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = send(&transport, &format!("{LOGIN}/stall"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TIMEOUT, "{err}");
+    assert!(err.message().contains("within 200 ms"), "{err}");
+
+    // The per-request timeout overrides the transport's.
+    let patient = builder(&pki, server.addr)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let err = patient
+        .send(
+            TransportRequest::new(get(&format!("{LOGIN}/stall")))
+                .with_timeout(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TIMEOUT, "{err}");
+    assert!(err.message().contains("within 200 ms"), "{err}");
+}
+
+#[tokio::test]
+async fn connection_refused_is_connection_failed() {
+    let pki = Pki::new("ca");
+    let closed = closed_port().await;
+    let transport = builder(&pki, closed).build().unwrap();
+
+    let err = send(
+        &transport,
+        &format!("http://127.0.0.1:{}/", closed.port()),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::CONNECTION_FAILED, "{err}");
+    let err = send(&transport, &format!("{LOGIN}/echo"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::CONNECTION_FAILED, "{err}");
+    assert!(err.message().contains(&closed.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn plain_http_only_to_local_hosts() {
+    let pki = Pki::new("ca");
+    let server = TestServer::http().await;
+    let transport = builder(&pki, server.addr)
+        .resolve("169.254.169.254:80", server.addr)
+        .resolve("login.microsoftonline.com:80", server.addr)
+        .build()
+        .unwrap();
+
+    let local = send(
+        &transport,
+        &format!("http://127.0.0.1:{}/echo", server.addr.port()),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(field(&text(&local), "host"), server.addr.to_string());
+    let metadata = send(&transport, "http://169.254.169.254/metadata/instance", None)
+        .await
+        .unwrap();
+    assert_eq!(field(&text(&metadata), "host"), "169.254.169.254");
+    assert_eq!(server.requests(), 2);
+
+    // Judged by the URL's host, not by where the override points.
+    let err = send(&transport, "http://login.microsoftonline.com/echo", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::INSECURE_TRANSPORT, "{err}");
+    // A certificate needs TLS, even to loopback.
+    let alice = pki.client_identity("alice");
+    let err = send(&transport, "http://169.254.169.254/metadata", Some(&alice))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::INSECURE_TRANSPORT, "{err}");
+    assert_eq!(server.requests(), 2, "refused requests must not be sent");
+    assert_eq!(transport.identity_pool_count(), 0);
+
+    let relaxed = builder(&pki, server.addr)
+        .resolve("login.microsoftonline.com:80", server.addr)
+        .allow_plain_http(true)
+        .build()
+        .unwrap();
+    let ok = send(&relaxed, "http://login.microsoftonline.com/echo", None)
+        .await
+        .unwrap();
+    assert_eq!(field(&text(&ok), "host"), "login.microsoftonline.com");
+    let err = send(
+        &relaxed,
+        "http://login.microsoftonline.com/echo",
+        Some(&alice),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::INSECURE_TRANSPORT, "{err}");
+}
+
+#[tokio::test]
+async fn least_recently_used_identity_pool_is_evicted() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr)
+        .max_identities(2)
+        .build()
+        .unwrap();
+    let (a, b, c) = (
+        pki.client_identity("a"),
+        pki.client_identity("b"),
+        pki.client_identity("c"),
+    );
+    for identity in [&a, &b, &a, &c, &a, &b] {
+        let body = text(
+            &send(&transport, &format!("{MTLS}/echo"), Some(identity))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(field(&body, "cert"), identity.thumbprint_s256());
+        assert!(transport.identity_pool_count() <= 2);
+    }
+    // a stayed (used before c arrived), b was evicted by c, then c by b.
+    let seen: Vec<_> = server
+        .handshakes()
+        .into_iter()
+        .map(|h| h.client_thumbprint.unwrap())
+        .collect();
+    let expected: Vec<_> = [&a, &b, &c, &b]
+        .iter()
+        .map(|i| i.thumbprint_s256().to_owned())
+        .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(
+        transport.identity_pools(),
+        [
+            b.thumbprint_s256().to_owned(),
+            a.thumbprint_s256().to_owned()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_returned_not_followed() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let response = send(&transport, &format!("{LOGIN}/redirect"), None)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    assert_eq!(response.headers()["location"], "https://elsewhere.example/");
+    assert_eq!(server.requests(), 1);
+}
+
+#[tokio::test]
+async fn errors_never_carry_the_path_query_or_body() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let request = http::Request::post(format!("{LOGIN}/stall?client_secret=s3cr3t-query"))
+        .header("authorization", "Bearer s3cr3t-header")
+        .body(Bytes::from_static(b"client_assertion=s3cr3t-body"))
+        .unwrap();
+    let err = transport
+        .send(TransportRequest::new(request))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TIMEOUT);
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(!text.contains("/stall"), "{text}");
+    }
+
+    let closed = closed_port().await;
+    let transport = builder(&pki, closed).build().unwrap();
+    let request = http::Request::post(format!("{LOGIN}/t/oauth2/v2.0/token?code=s3cr3t"))
+        .body(Bytes::from_static(b"client_secret=s3cr3t"))
+        .unwrap();
+    let err = transport
+        .send(TransportRequest::new(request))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::CONNECTION_FAILED);
+    assert!(!format!("{err} {err:?}").contains("s3cr3t"), "{err:?}");
+}
+
+#[tokio::test]
+async fn requests_that_cannot_be_sent_are_invalid_arguments() {
+    let pki = Pki::new("ca");
+    let transport = builder(&pki, closed_port().await).build().unwrap();
+    for uri in ["/relative/path", "ftp://login.microsoftonline.com/"] {
+        let err = send(&transport, uri, None).await.unwrap_err();
+        assert_eq!(err.code(), &ErrorCode::INVALID_ARGUMENT, "{uri}");
+    }
+}
