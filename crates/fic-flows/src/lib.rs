@@ -1,0 +1,34 @@
+//! # fic-flows
+//!
+//! The flows of fic-rs, composed from the lower crates: `fic-oauth-core` builds requests and
+//! parses answers, `fic-assertion` signs client assertions, `fic-mtls-transport` sends them
+//! (over mTLS when a certificate is bound), `fic-token-cache` caches the results.
+//!
+//! - [`ConfidentialClient`]: client credentials with a secret, a certificate (Bearer, or mTLS
+//!   PoP from the `mtlsauth` hosts with the certificate as TLS client certificate and no
+//!   assertion) or any assertion provider (jwt-bearer, or jwt-pop when it returns a binding
+//!   certificate); region none / explicit / auto-detected; a request hook; it is a
+//!   [`TokenCredential`](fic_oauth_core::TokenCredential).
+//! - [`ResourceClient`]: calls the resource with the token, presenting the binding certificate
+//!   for mtls_pop tokens.
+//!
+//! | request | TLS client cert | host | credential | `token_type` |
+//! |---|---|---|---|---|
+//! | secret | no | login / regional | `client_secret` | — |
+//! | certificate, Bearer | no | login / regional | jwt-bearer assertion | — |
+//! | certificate, mTLS PoP | the certificate | mtlsauth | none | `mtls_pop` |
+//! | assertion provider | no | login / regional | jwt-bearer assertion | — |
+//! | assertion with binding | the binding | mtlsauth | jwt-pop assertion | `mtls_pop` if asked |
+#![deny(missing_docs)]
+
+mod confidential;
+pub mod region;
+mod resource;
+mod send;
+
+pub use confidential::{
+    AcquireTokenForClient, ClientCredential, ConfidentialClient, ConfidentialClientBuilder,
+};
+pub use region::RegionDetector;
+pub use resource::{AuthorizationScheme, ResourceClient, ResourceResponse};
+pub use send::{OutgoingTokenRequest, RequestHook};
