@@ -1,0 +1,201 @@
+//! The request log: every request the emulator received, faulted or not, with its response status.
+//!
+//! The log keeps request bodies verbatim (secrets and assertions included): it is a local test
+//! tool, and tests need to see exactly what a client sent.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+/// Which listener received a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Listener {
+    /// The HTTPS listener (login, regional, mtlsauth and resource hosts).
+    Https,
+    /// The plain-HTTP IMDS listener (`169.254.169.254:80`).
+    Imds,
+}
+
+/// What a request was routed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Route {
+    /// `/{tenant}/oauth2/v2.0/token` on an identity host.
+    Token,
+    /// OIDC discovery, JWKS and instance discovery on an identity host.
+    Metadata,
+    /// The protected resource (any path on a resource host).
+    Resource,
+    /// Any route of the IMDS listener.
+    Imds,
+    /// Nothing answers there (404).
+    NotFound,
+}
+
+/// One request and the status it got.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LoggedRequest {
+    /// Sequence number, from 1, in arrival order.
+    pub id: u64,
+    /// When it arrived (emulator clock).
+    pub at: SystemTime,
+    /// The listener that received it.
+    pub listener: Listener,
+    /// Where it was routed.
+    pub route: Route,
+    /// HTTP method.
+    pub method: String,
+    /// Host (from the `Host` header, lower-cased, without port).
+    pub host: String,
+    /// The TLS SNI name, when the client sent one.
+    pub sni: Option<String>,
+    /// Path.
+    pub path: String,
+    /// Query string, without `?`.
+    pub query: Option<String>,
+    /// Headers in order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The `application/x-www-form-urlencoded` body as ordered pairs (empty for other bodies).
+    pub form: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Bytes,
+    /// `x5t#S256` of the TLS client certificate, when one was presented.
+    pub client_cert_thumbprint: Option<String>,
+    /// Response status; `None` while a fault predicate looks at the request, and for dropped
+    /// connections.
+    pub status: Option<u16>,
+    /// The fault applied, described (`status 503`, `delay 10ms`, `drop connection`, …).
+    pub fault: Option<String>,
+}
+
+impl LoggedRequest {
+    /// The first value of a form parameter.
+    pub fn form_value(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a header (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a query parameter.
+    pub fn query_value(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// True for token-endpoint requests.
+    pub fn is_token_request(&self) -> bool {
+        self.route == Route::Token
+    }
+}
+
+/// The shared request log. Cloning gives another handle to the same log.
+#[derive(Clone, Debug, Default)]
+pub struct RequestLog {
+    inner: Arc<Mutex<LogData>>,
+}
+
+#[derive(Debug, Default)]
+struct LogData {
+    next_id: u64,
+    entries: Vec<LoggedRequest>,
+}
+
+impl RequestLog {
+    fn lock(&self) -> MutexGuard<'_, LogData> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        let mut data = self.lock();
+        data.next_id += 1;
+        data.next_id
+    }
+
+    pub(crate) fn push(&self, entry: LoggedRequest) {
+        self.lock().entries.push(entry);
+    }
+
+    /// Every request so far, in arrival order of completion.
+    pub fn entries(&self) -> Vec<LoggedRequest> {
+        self.lock().entries.clone()
+    }
+
+    /// How many requests were logged.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// True when nothing was logged.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every entry.
+    pub fn clear(&self) {
+        self.lock().entries.clear();
+    }
+
+    /// The requests matching `predicate`.
+    pub fn filter(&self, predicate: impl Fn(&LoggedRequest) -> bool) -> Vec<LoggedRequest> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|e| predicate(e))
+            .cloned()
+            .collect()
+    }
+
+    /// How many requests match `predicate`.
+    pub fn count(&self, predicate: impl Fn(&LoggedRequest) -> bool) -> usize {
+        self.lock().entries.iter().filter(|e| predicate(e)).count()
+    }
+
+    /// Token-endpoint requests.
+    pub fn token_requests(&self) -> Vec<LoggedRequest> {
+        self.filter(|e| e.route == Route::Token)
+    }
+
+    /// Protected-resource requests.
+    pub fn resource_requests(&self) -> Vec<LoggedRequest> {
+        self.filter(|e| e.route == Route::Resource)
+    }
+
+    /// Requests to the IMDS listener.
+    pub fn imds_requests(&self) -> Vec<LoggedRequest> {
+        self.filter(|e| e.listener == Listener::Imds)
+    }
+
+    /// Discovery / JWKS requests.
+    pub fn metadata_requests(&self) -> Vec<LoggedRequest> {
+        self.filter(|e| e.route == Route::Metadata)
+    }
+
+    /// The most recent entry.
+    pub fn last(&self) -> Option<LoggedRequest> {
+        self.lock().entries.last().cloned()
+    }
+
+    /// The most recent token-endpoint request.
+    pub fn last_token_request(&self) -> Option<LoggedRequest> {
+        self.lock()
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.route == Route::Token)
+            .cloned()
+    }
+}
