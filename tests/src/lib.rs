@@ -76,6 +76,36 @@ pub fn new_identity(name: &str) -> ClientIdentity {
     fic_assertion::load::from_pem(pem.as_bytes()).expect("the certificate loads")
 }
 
+/// A certificate issued by a fresh CA (subject `CN=<subject>`), for subject name + issuer
+/// (SN+I) registrations: the identity's chain is `[leaf, CA]`; the CA's DER is returned too.
+pub fn new_issued_identity(subject: &str) -> (ClientIdentity, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{subject} issuing CA"));
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let mut leaf_params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, subject);
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf certificate");
+    let pem = format!(
+        "{}{}{}",
+        leaf.pem(),
+        ca_cert.pem(),
+        leaf_key.serialize_pem()
+    );
+    let identity = fic_assertion::load::from_pem(pem.as_bytes()).expect("the chain loads");
+    (identity, ca_cert.der().to_vec())
+}
+
 /// The payload of a JWT (not verified; the emulator's tests verify signatures).
 pub fn jwt_payload(jwt: &str) -> serde_json::Value {
     let payload = jwt.split('.').nth(1).expect("a JWT has a payload");

@@ -305,6 +305,7 @@ impl ConfidentialClientBuilder {
                 clock: self.clock,
                 client_capabilities: self.client_capabilities,
                 mtls_pop: self.mtls_pop,
+                known_users: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -318,20 +319,23 @@ fn region_environment() -> HashMap<String, String> {
         .collect()
 }
 
-struct Inner {
-    client_id: String,
-    authority: Authority,
-    credential: ClientCredential,
-    signer: Option<CertificateAssertion>,
-    region: RegionConfig,
-    resolved_region: OnceCell<Option<Region>>,
-    environment: HashMap<String, String>,
-    detector: Arc<RegionDetector>,
-    engine: Arc<AcquisitionEngine>,
-    sender: Sender,
-    clock: Arc<dyn Clock>,
-    client_capabilities: Vec<String>,
-    mtls_pop: bool,
+pub(crate) struct Inner {
+    pub(crate) client_id: String,
+    pub(crate) authority: Authority,
+    pub(crate) credential: ClientCredential,
+    pub(crate) signer: Option<CertificateAssertion>,
+    pub(crate) region: RegionConfig,
+    pub(crate) resolved_region: OnceCell<Option<Region>>,
+    pub(crate) environment: HashMap<String, String>,
+    pub(crate) detector: Arc<RegionDetector>,
+    pub(crate) engine: Arc<AcquisitionEngine>,
+    pub(crate) sender: Sender,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) client_capabilities: Vec<String>,
+    pub(crate) mtls_pop: bool,
+    /// `upn:<lower-case upn>` / `oid:<object id>` → home account id, learned from user-flow
+    /// answers, so a user asked for by either is found in the cache.
+    pub(crate) known_users: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// A confidential client application: client credentials for one client id, with a cache, a
@@ -356,7 +360,7 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct ConfidentialClient {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl fmt::Debug for ConfidentialClient {
@@ -389,6 +393,58 @@ impl ConfidentialClient {
             region_detector: None,
             mtls_pop: false,
         }
+    }
+
+    /// The same client (transport, cache, authority, region, hooks) with another credential.
+    pub fn with_credential(&self, credential: ClientCredential) -> Result<Self, Error> {
+        self.for_client(self.inner.client_id.clone(), credential)
+    }
+
+    /// Another application (`client_id`, `credential`) sharing this client's transport, cache,
+    /// authority, region and hooks.
+    pub fn for_client(
+        &self,
+        client_id: impl Into<String>,
+        credential: ClientCredential,
+    ) -> Result<Self, Error> {
+        let client_id = client_id.into();
+        if client_id.trim().is_empty() {
+            return Err(Error::new(
+                ErrorCode::INVALID_ARGUMENT,
+                "the client id is empty",
+            ));
+        }
+        let inner = &self.inner;
+        let signer = match &credential {
+            ClientCredential::Certificate { identity, send_x5c } => Some(
+                CertificateAssertion::new(identity.clone())?
+                    .with_x5c(*send_x5c)
+                    .with_clock(Arc::clone(&inner.clock)),
+            ),
+            _ => None,
+        };
+        let resolved_region = OnceCell::new();
+        if let Some(region) = inner.resolved_region.get() {
+            let _ = resolved_region.set(region.clone());
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client_id,
+                authority: inner.authority.clone(),
+                credential,
+                signer,
+                region: inner.region.clone(),
+                resolved_region,
+                environment: inner.environment.clone(),
+                detector: Arc::clone(&inner.detector),
+                engine: Arc::clone(&inner.engine),
+                sender: inner.sender.clone(),
+                clock: Arc::clone(&inner.clock),
+                client_capabilities: inner.client_capabilities.clone(),
+                mtls_pop: inner.mtls_pop,
+                known_users: std::sync::Mutex::new(HashMap::new()),
+            }),
+        })
     }
 
     /// The client id.
@@ -557,6 +613,14 @@ impl AcquireTokenForClient {
         self
     }
 
+    pub(crate) fn claims(&self) -> Option<&str> {
+        self.claims.as_deref()
+    }
+
+    pub(crate) fn correlation_id(&self) -> Option<Uuid> {
+        self.correlation_id
+    }
+
     /// Acquires the token: from the cache when it holds a usable one, otherwise from the
     /// identity provider.
     pub async fn send(self) -> Result<AccessToken, Error> {
@@ -650,12 +714,12 @@ impl IntoFuture for AcquireTokenForClient {
 
 /// Everything one acquisition needs to fetch (possibly again, for a background refresh).
 #[derive(Debug)]
-struct Plan {
-    client: ConfidentialClient,
-    authority: Authority,
-    region: Option<Region>,
-    token_type: TokenType,
-    request: AcquireTokenForClient,
+pub(crate) struct Plan {
+    pub(crate) client: ConfidentialClient,
+    pub(crate) authority: Authority,
+    pub(crate) region: Option<Region>,
+    pub(crate) token_type: TokenType,
+    pub(crate) request: AcquireTokenForClient,
 }
 
 impl Plan {
@@ -686,7 +750,7 @@ impl Plan {
     }
 
     /// The endpoint and client authentication of this request.
-    async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         preflight: Option<(TokenEndpoint, ClientAssertion)>,
     ) -> Result<(TokenEndpoint, ClientAuth), Error> {

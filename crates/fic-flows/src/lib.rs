@@ -21,14 +21,22 @@
 //! | assertion with binding | the binding | mtlsauth | jwt-pop assertion | `mtls_pop` if asked |
 #![deny(missing_docs)]
 
+mod agent;
 mod confidential;
 pub mod region;
 mod resource;
 mod send;
+mod two_leg;
+mod user;
 
+pub use agent::{AgentIdentity, BlueprintAssertion};
 pub use confidential::{
     AcquireTokenForClient, ClientCredential, ConfidentialClient, ConfidentialClientBuilder,
 };
 pub use region::RegionDetector;
 pub use resource::{AuthorizationScheme, ResourceClient, ResourceResponse};
 pub use send::{OutgoingTokenRequest, RequestHook};
+pub use two_leg::{exchange_scope, FederatedAssertion, FicLeg1, FicLeg2, TwoLeg, TwoLegBuilder};
+pub use user::{AcquireTokenByUserFic, UserCredentialSource};
+
+pub use fic_oauth_core::request::UserIdentifier;

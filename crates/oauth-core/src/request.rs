@@ -125,7 +125,6 @@ impl fmt::Debug for ClientAuth {
 
 /// The user of a `user_fic` request: by UPN or by object id, never both.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum UserIdentifier {
     /// The user principal name (`username=`).
     Username(String),

@@ -1,0 +1,325 @@
+//! FIC two-leg: Leg 1 gets a token for the token-exchange audience from any
+//! [`TokenCredential`] (a managed identity, a confidential client); Leg 2 is a confidential
+//! client whose client assertion is that token (jwt-bearer, or jwt-pop when a certificate is
+//! bound).
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fic_assertion::{
+    AssertionProvider, AssertionRequest, BoundAssertion, ClientAssertion, StaticAssertion,
+};
+use fic_oauth_core::authority::{Authority, Cloud};
+use fic_oauth_core::{
+    AccessToken, ClientIdentity, Error, ErrorCode, TokenCredential, TokenRequestOptions,
+};
+
+use crate::confidential::{AcquireTokenForClient, ConfidentialClient, ConfidentialClientBuilder};
+
+/// The scope asking for a token with `audience` (`api://AzureADTokenExchange/.default`).
+pub fn exchange_scope(audience: &str) -> String {
+    format!("{}/.default", audience.trim_end_matches('/'))
+}
+
+/// The token-exchange audience for a request to `authority`: its cloud's
+/// (`api://AzureADTokenExchange`, `...USGov`, `...China`, ...).
+fn audience_for(authority: Option<&str>) -> Result<&'static str, Error> {
+    let parsed = authority.map(Authority::parse).transpose()?;
+    match parsed {
+        Some(authority) => authority.token_exchange_audience().ok_or_else(|| {
+            Error::new(
+                ErrorCode::INVALID_ARGUMENT,
+                format!(
+                    "no token-exchange audience is known for {}: configure one explicitly",
+                    authority.host()
+                ),
+            )
+        }),
+        None => Cloud::Public.token_exchange_audience().ok_or_else(|| {
+            Error::new(
+                ErrorCode::INTERNAL,
+                "the public cloud has no exchange audience",
+            )
+        }),
+    }
+}
+
+/// An assertion provider whose assertions are Leg-1 tokens: each request gets a token for the
+/// token-exchange audience from the Leg-1 credential (which caches it and renews it before it
+/// expires: an expired Leg-1 token is never used).
+///
+/// The assertion is bound (jwt-pop) to the Leg-1 token's own certificate when Leg 1 was mTLS
+/// PoP (the identity provider requires the TLS certificate of Leg 2 to be the one in the token's
+/// `cnf`), otherwise to the configured binding certificate, if any.
+#[derive(Clone)]
+pub struct FederatedAssertion {
+    leg1: Arc<dyn TokenCredential>,
+    audience: Option<String>,
+    binding: Option<ClientIdentity>,
+}
+
+impl fmt::Debug for FederatedAssertion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FederatedAssertion")
+            .field("leg1", &self.leg1)
+            .field("audience", &self.audience)
+            .field(
+                "binding",
+                &self.binding.as_ref().map(ClientIdentity::thumbprint_s256),
+            )
+            .finish()
+    }
+}
+
+impl FederatedAssertion {
+    /// Assertions from `leg1`, for the exchange audience of the Leg-2 authority's cloud.
+    pub fn new(leg1: Arc<dyn TokenCredential>) -> Self {
+        Self {
+            leg1,
+            audience: None,
+            binding: None,
+        }
+    }
+
+    /// Another exchange audience than the cloud's.
+    #[must_use]
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Binds the assertions to `certificate` (jwt-pop, Leg 2 over mTLS).
+    #[must_use]
+    pub fn with_binding(mut self, certificate: ClientIdentity) -> Self {
+        self.binding = Some(certificate);
+        self
+    }
+}
+
+#[async_trait]
+impl AssertionProvider for FederatedAssertion {
+    async fn assertion(&self, request: &AssertionRequest) -> Result<ClientAssertion, Error> {
+        let audience = match &self.audience {
+            Some(audience) => audience.clone(),
+            None => audience_for(request.authority.as_deref())?.to_string(),
+        };
+        let scope = exchange_scope(&audience);
+        let mut options =
+            TokenRequestOptions::default().with_correlation_id(request.correlation_id);
+        if let Some(claims) = &request.claims {
+            options = options.with_claims(claims.clone());
+        }
+        let token = self.leg1.get_token(&[scope.as_str()], &options).await?;
+        let binding = token.binding.clone().or_else(|| self.binding.clone());
+        let assertion = ClientAssertion::new(token.token)?;
+        Ok(match binding {
+            Some(binding) => assertion.with_binding(binding),
+            None => assertion,
+        })
+    }
+}
+
+/// FIC two-leg as one credential: Leg 1 from any [`TokenCredential`], Leg 2 a confidential
+/// client of another app whose assertion is the Leg-1 token.
+///
+/// ```no_run
+/// # async fn demo(managed_identity: std::sync::Arc<dyn fic_oauth_core::TokenCredential>, cert: fic_oauth_core::ClientIdentity) -> Result<(), fic_oauth_core::Error> {
+/// use fic_flows::TwoLeg;
+///
+/// // Leg 1: the VM's managed identity (Bearer). Leg 2: app 2222... with PoP on `cert`.
+/// let two_leg = TwoLeg::builder(managed_identity, "22222222-2222-2222-2222-222222222222")
+///     .configure(|leg2| leg2.authority("https://login.microsoftonline.com/contoso.onmicrosoft.com"))
+///     .binding_certificate(cert)
+///     .build()?;
+/// let token = two_leg.acquire_token(["https://graph.microsoft.com/.default"]).with_mtls_pop().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TwoLeg {
+    leg2: ConfidentialClient,
+}
+
+/// Builds a [`TwoLeg`].
+pub struct TwoLegBuilder {
+    assertion: FederatedAssertion,
+    leg2: ConfidentialClientBuilder,
+}
+
+impl fmt::Debug for TwoLegBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwoLegBuilder")
+            .field("assertion", &self.assertion)
+            .field("leg2", &self.leg2)
+            .finish()
+    }
+}
+
+impl TwoLeg {
+    /// Leg 1 is `leg1`; Leg 2 is the app `leg2_client_id`.
+    pub fn builder(
+        leg1: Arc<dyn TokenCredential>,
+        leg2_client_id: impl Into<String>,
+    ) -> TwoLegBuilder {
+        TwoLegBuilder {
+            assertion: FederatedAssertion::new(leg1),
+            leg2: ConfidentialClient::builder(leg2_client_id),
+        }
+    }
+
+    /// A Leg-2 acquisition for `scopes` (add `.with_mtls_pop()` for a bound token).
+    pub fn acquire_token(
+        &self,
+        scopes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> AcquireTokenForClient {
+        self.leg2.acquire_token_for_client(scopes)
+    }
+
+    /// The Leg-2 client.
+    pub fn leg2(&self) -> &ConfidentialClient {
+        &self.leg2
+    }
+}
+
+impl TwoLegBuilder {
+    /// Configures the Leg-2 client (authority, region, transport, cache, clock...).
+    #[must_use]
+    pub fn configure(
+        mut self,
+        configure: impl FnOnce(ConfidentialClientBuilder) -> ConfidentialClientBuilder,
+    ) -> Self {
+        self.leg2 = configure(self.leg2);
+        self
+    }
+
+    /// Leg 2 presents `certificate` over mTLS (jwt-pop) and may ask for mTLS PoP tokens.
+    #[must_use]
+    pub fn binding_certificate(mut self, certificate: ClientIdentity) -> Self {
+        self.assertion = self.assertion.with_binding(certificate);
+        self
+    }
+
+    /// Another exchange audience than the Leg-2 cloud's.
+    #[must_use]
+    pub fn exchange_audience(mut self, audience: impl Into<String>) -> Self {
+        self.assertion = self.assertion.with_audience(audience);
+        self
+    }
+
+    /// The two-leg credential.
+    pub fn build(self) -> Result<TwoLeg, Error> {
+        let leg2 = self.leg2.assertion_provider(self.assertion).build()?;
+        Ok(TwoLeg { leg2 })
+    }
+}
+
+#[async_trait]
+impl TokenCredential for TwoLeg {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: &TokenRequestOptions,
+    ) -> Result<AccessToken, Error> {
+        self.leg2.get_token(scopes, options).await
+    }
+}
+
+/// Leg 1 by hand (the seeds' `FicLeg1Acquirer`): a token for the token-exchange audience from
+/// any credential.
+#[derive(Clone, Debug)]
+pub struct FicLeg1 {
+    credential: Arc<dyn TokenCredential>,
+    audience: String,
+}
+
+impl FicLeg1 {
+    /// Leg 1 with `credential`, for the public cloud's exchange audience.
+    pub fn new(credential: Arc<dyn TokenCredential>) -> Self {
+        Self {
+            credential,
+            audience: audience_for(None)
+                .unwrap_or("api://AzureADTokenExchange")
+                .to_string(),
+        }
+    }
+
+    /// For `cloud`'s exchange audience.
+    pub fn for_cloud(credential: Arc<dyn TokenCredential>, cloud: Cloud) -> Result<Self, Error> {
+        let audience = cloud.token_exchange_audience().ok_or_else(|| {
+            Error::new(
+                ErrorCode::INVALID_ARGUMENT,
+                format!("no token-exchange audience is known for {cloud:?}: use with_audience"),
+            )
+        })?;
+        Ok(Self {
+            credential,
+            audience: audience.to_string(),
+        })
+    }
+
+    /// Another audience.
+    #[must_use]
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = audience.into();
+        self
+    }
+
+    /// The Leg-1 token (the assertion for Leg 2).
+    pub async fn acquire_assertion(&self) -> Result<AccessToken, Error> {
+        self.acquire_assertion_with(&TokenRequestOptions::default())
+            .await
+    }
+
+    /// The Leg-1 token, with options (force refresh, claims, correlation id).
+    pub async fn acquire_assertion_with(
+        &self,
+        options: &TokenRequestOptions,
+    ) -> Result<AccessToken, Error> {
+        let scope = exchange_scope(&self.audience);
+        self.credential.get_token(&[scope.as_str()], options).await
+    }
+}
+
+/// Leg 2 by hand (the seeds' `FicLeg2Exchanger`): exchanges a Leg-1 token for a token of this
+/// app.
+#[derive(Clone, Debug)]
+pub struct FicLeg2 {
+    template: ConfidentialClient,
+    certificate: Option<ClientIdentity>,
+}
+
+impl FicLeg2 {
+    /// Leg 2 as `client`, whose transport, cache, authority and region are used; its own
+    /// credential is ignored (the Leg-1 token is the credential).
+    pub fn new(client: ConfidentialClient) -> Self {
+        Self {
+            template: client,
+            certificate: None,
+        }
+    }
+
+    /// Present `certificate` (jwt-pop) when the Leg-1 token is not itself bound.
+    #[must_use]
+    pub fn with_certificate(mut self, certificate: ClientIdentity) -> Self {
+        self.certificate = Some(certificate);
+        self
+    }
+
+    /// Exchanges `leg1` for a token for `scopes` (add `.with_mtls_pop()` for a bound one).
+    pub fn exchange(
+        &self,
+        leg1: &AccessToken,
+        scopes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<AcquireTokenForClient, Error> {
+        let binding = leg1.binding.clone().or_else(|| self.certificate.clone());
+        let assertion = StaticAssertion::new(leg1.token.clone())?;
+        let provider: Arc<dyn AssertionProvider> = match binding {
+            Some(binding) => Arc::new(BoundAssertion::new(assertion, binding)),
+            None => Arc::new(assertion),
+        };
+        let client = self
+            .template
+            .with_credential(crate::ClientCredential::Assertion(provider))?;
+        Ok(client.acquire_token_for_client(scopes))
+    }
+}

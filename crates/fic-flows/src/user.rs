@@ -1,0 +1,367 @@
+//! The `user_fic` grant (an agent acting for a user) and silent renewal with refresh tokens.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use fic_oauth_core::request::{TokenRequest, UserIdentifier};
+use fic_oauth_core::{AccessToken, Error, ErrorCode, Secret, TokenType};
+use fic_token_cache::{
+    AccessTokenKey, CacheEntry, CacheKey, CachedAccessToken, CachedAccount, CachedIdToken,
+    CachedRefreshToken, FetchFuture, Lookup,
+};
+use uuid::Uuid;
+
+use crate::confidential::{ConfidentialClient, Plan};
+
+/// Yields the user federated identity credential (T2) when a request needs one.
+pub type UserCredentialSource =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Secret, Error>> + Send>> + Send + Sync>;
+
+/// A `user_fic` acquisition being configured; `.await` it.
+///
+/// Cache first (by the user's object id or UPN, case-insensitive, once the client has seen the
+/// user), then the refresh token when the access token has expired, then the `user_fic` grant.
+#[must_use = "an acquisition does nothing until awaited"]
+pub struct AcquireTokenByUserFic {
+    client: ConfidentialClient,
+    scopes: Vec<String>,
+    user: UserIdentifier,
+    user_credential: UserCredentialSource,
+    force_refresh: bool,
+    claims: Option<String>,
+    correlation_id: Option<Uuid>,
+    assertion_fmi_path: Option<String>,
+}
+
+impl fmt::Debug for AcquireTokenByUserFic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcquireTokenByUserFic")
+            .field("client_id", &self.client.client_id())
+            .field("scopes", &self.scopes)
+            .field("user", &self.user)
+            .field("force_refresh", &self.force_refresh)
+            .finish_non_exhaustive()
+    }
+}
+
+fn user_keys(user: &UserIdentifier) -> String {
+    match user {
+        UserIdentifier::Username(upn) => format!("upn:{}", upn.trim().to_lowercase()),
+        UserIdentifier::ObjectId(oid) => format!("oid:{}", oid.hyphenated()),
+    }
+}
+
+impl ConfidentialClient {
+    /// Starts a `user_fic` acquisition: this client (an agent) acts for `user`, with
+    /// `user_credential` (T2) as the user federated identity credential. The client's own
+    /// credential (normally T1) authenticates the request.
+    pub fn acquire_token_by_user_fic(
+        &self,
+        scopes: impl IntoIterator<Item = impl Into<String>>,
+        user: UserIdentifier,
+        user_credential: Secret,
+    ) -> AcquireTokenByUserFic {
+        let source: UserCredentialSource = Arc::new(move || {
+            let secret = user_credential.clone();
+            Box::pin(async move { Ok(secret) })
+        });
+        self.acquire_token_by_user_fic_from(scopes, user, source)
+    }
+
+    /// As [`ConfidentialClient::acquire_token_by_user_fic`], with T2 fetched only when a
+    /// request is actually sent.
+    pub fn acquire_token_by_user_fic_from(
+        &self,
+        scopes: impl IntoIterator<Item = impl Into<String>>,
+        user: UserIdentifier,
+        user_credential: UserCredentialSource,
+    ) -> AcquireTokenByUserFic {
+        AcquireTokenByUserFic {
+            client: self.clone(),
+            scopes: scopes.into_iter().map(Into::into).collect(),
+            user,
+            user_credential,
+            force_refresh: false,
+            claims: None,
+            correlation_id: None,
+            assertion_fmi_path: None,
+        }
+    }
+
+    /// The home account id of a user this client has acquired a token for.
+    pub fn known_home_account_id(&self, user: &UserIdentifier) -> Option<String> {
+        self.inner
+            .known_users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&user_keys(user))
+            .cloned()
+    }
+}
+
+impl AcquireTokenByUserFic {
+    /// Skips the cache (one `user_fic` request).
+    pub fn with_force_refresh(mut self, force_refresh: bool) -> Self {
+        self.force_refresh = force_refresh;
+        self
+    }
+
+    /// A claims challenge (bypasses the cache).
+    pub fn with_claims(mut self, claims: impl Into<String>) -> Self {
+        self.claims = Some(claims.into());
+        self
+    }
+
+    /// The correlation id.
+    pub fn with_correlation_id(mut self, correlation_id: Uuid) -> Self {
+        self.correlation_id = Some(correlation_id);
+        self
+    }
+
+    /// The FMI path meant for the client assertion (the agent's id in agent flows).
+    pub fn with_assertion_fmi_path(mut self, fmi_path: impl Into<String>) -> Self {
+        self.assertion_fmi_path = Some(fmi_path.into());
+        self
+    }
+
+    /// Acquires the token.
+    pub async fn send(self) -> Result<AccessToken, Error> {
+        let client = self.client.clone();
+        let inner = &client.inner;
+        let authority = inner.authority.clone();
+        let mut template = client
+            .acquire_token_for_client(self.scopes.clone())
+            .with_force_refresh(self.force_refresh);
+        if let Some(claims) = &self.claims {
+            template = template.with_claims(claims.clone());
+        }
+        if let Some(id) = self.correlation_id {
+            template = template.with_correlation_id(id);
+        }
+        if let Some(path) = &self.assertion_fmi_path {
+            template = template.with_assertion_fmi_path(path.clone());
+        }
+        let plan = Arc::new(Plan {
+            client: client.clone(),
+            authority,
+            region: client.region().await,
+            token_type: TokenType::Bearer,
+            request: template,
+        });
+        let flow = Arc::new(UserFlow {
+            plan,
+            scopes: self.scopes,
+            user: self.user,
+            user_credential: self.user_credential,
+            force_refresh: self.force_refresh,
+        });
+
+        let known = client.known_home_account_id(&flow.user);
+        match known {
+            Some(home_account_id) if self.claims.is_none() => {
+                let lookup =
+                    Lookup::new(flow.key(&home_account_id)).with_force_refresh(self.force_refresh);
+                let fetch = {
+                    let flow = Arc::clone(&flow);
+                    move || {
+                        let flow = Arc::clone(&flow);
+                        let home_account_id = home_account_id.clone();
+                        Box::pin(async move { flow.fetch(Some(&home_account_id)).await })
+                            as FetchFuture
+                    }
+                };
+                inner.engine.acquire(&lookup, fetch).await
+            }
+            _ => {
+                // A user this client has not seen: the home account id comes with the answer.
+                let token = flow.fetch(None).await?;
+                if let Some(account) = &token.account {
+                    let entry = CachedAccessToken::from_token(
+                        flow.key(&account.home_account_id),
+                        &token,
+                        inner.clock.now(),
+                    );
+                    flow.store(entry.cache_key(), CacheEntry::AccessToken(entry))
+                        .await;
+                }
+                Ok(token)
+            }
+        }
+    }
+}
+
+impl IntoFuture for AcquireTokenByUserFic {
+    type Output = Result<AccessToken, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+struct UserFlow {
+    plan: Arc<Plan>,
+    scopes: Vec<String>,
+    user: UserIdentifier,
+    user_credential: UserCredentialSource,
+    force_refresh: bool,
+}
+
+impl UserFlow {
+    fn environment(&self) -> &str {
+        self.plan.authority.host()
+    }
+
+    fn key(&self, home_account_id: &str) -> AccessTokenKey {
+        let inner = &self.plan.client.inner;
+        AccessTokenKey::user(
+            home_account_id,
+            self.environment(),
+            &inner.client_id,
+            self.plan.authority.tenant(),
+            &self.scopes,
+        )
+    }
+
+    async fn store(&self, key: CacheKey, entry: CacheEntry) {
+        if let Err(error) = self
+            .plan
+            .client
+            .inner
+            .engine
+            .cache()
+            .put(key, Arc::new(entry))
+            .await
+        {
+            tracing::warn!(code = %error.code(), "token cache write failed");
+        }
+    }
+
+    /// Refresh token when one is cached (and no force refresh), else `user_fic`; then the
+    /// refresh token, id token and account are cached and the user remembered.
+    async fn fetch(&self, home_account_id: Option<&str>) -> Result<AccessToken, Error> {
+        let inner = &self.plan.client.inner;
+        let environment = self.environment().to_string();
+        if let (Some(hid), false) = (home_account_id, self.force_refresh) {
+            let key = CacheKey::refresh_token(hid, &environment, &inner.client_id);
+            let cached = inner
+                .engine
+                .cache()
+                .get(&key)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(code = %error.code(), "token cache read failed");
+                    None
+                });
+            if let Some(CacheEntry::RefreshToken(rt)) = cached.as_deref() {
+                match self.send(Grant::Refresh(rt.secret.clone())).await {
+                    Ok(token) => return Ok(token),
+                    Err(error) if error.code() == "invalid_grant" => {
+                        tracing::debug!("the refresh token was refused; using user_fic");
+                        if let Err(error) = inner.engine.cache().remove(&key).await {
+                            tracing::warn!(code = %error.code(), "token cache write failed");
+                        }
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        let user_credential = (self.user_credential)().await?;
+        self.send(Grant::UserFic(user_credential)).await
+    }
+
+    async fn send(&self, grant: Grant) -> Result<AccessToken, Error> {
+        let inner = &self.plan.client.inner;
+        let (endpoint, auth) = self.plan.authenticate(None).await?;
+        let mut request = match grant {
+            Grant::UserFic(user_credential) => TokenRequest::user_fic(
+                endpoint,
+                inner.client_id.clone(),
+                user_credential,
+                self.user.clone(),
+                self.scopes.clone(),
+            ),
+            Grant::Refresh(refresh_token) => TokenRequest::refresh_token(
+                endpoint,
+                inner.client_id.clone(),
+                refresh_token,
+                self.scopes.clone(),
+            ),
+        }
+        .with_auth(auth)
+        .with_claims(self.plan.request.claims().map(str::to_string))
+        .with_client_capabilities(inner.client_capabilities.clone());
+        if let Some(id) = self.plan.request.correlation_id() {
+            request = request.with_correlation_id(id);
+        }
+        let response = inner.sender.send(request, TokenType::Bearer).await?;
+        let now = inner.clock.now();
+        let mut token = response.into_access_token(now, self.scopes.clone(), None);
+        let Some(account) = token.account.as_mut() else {
+            return Err(Error::new(
+                ErrorCode::INVALID_RESPONSE,
+                "the user token response has no client_info: the account cannot be cached",
+            ));
+        };
+        account
+            .environment
+            .clone_from(&self.environment().to_string());
+        let account = account.clone();
+        let environment = self.environment();
+        if let Some(refresh_token) = &token.refresh_token {
+            let entry = CachedRefreshToken::new(
+                &account.home_account_id,
+                environment,
+                &inner.client_id,
+                refresh_token.clone(),
+            );
+            self.store(entry.cache_key(), CacheEntry::RefreshToken(entry))
+                .await;
+        }
+        if let Some(id_token) = &token.id_token {
+            let entry = CachedIdToken::new(
+                &account.home_account_id,
+                environment,
+                &inner.client_id,
+                &account.realm,
+                id_token.clone(),
+            );
+            self.store(entry.cache_key(), CacheEntry::IdToken(entry))
+                .await;
+        }
+        let entry = CachedAccount::new(account.clone());
+        self.store(entry.cache_key(), CacheEntry::Account(entry))
+            .await;
+        {
+            let mut users = inner
+                .known_users
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            users.insert(user_keys(&self.user), account.home_account_id.clone());
+            if let Some(upn) = &account.username {
+                users.insert(
+                    format!("upn:{}", upn.to_lowercase()),
+                    account.home_account_id.clone(),
+                );
+            }
+            if let Some(oid) = account
+                .object_id
+                .as_deref()
+                .and_then(|o| Uuid::parse_str(o).ok())
+            {
+                users.insert(
+                    format!("oid:{}", oid.hyphenated()),
+                    account.home_account_id.clone(),
+                );
+            }
+        }
+        Ok(token)
+    }
+}
+
+enum Grant {
+    UserFic(Secret),
+    Refresh(Secret),
+}

@@ -1,0 +1,302 @@
+//! FMI and agent identity (blueprint → agent → user), the user_fic grant, the user cache and
+//! silent renewal with refresh tokens, asserted from the emulator's log.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fic_emulator::{App, Emulator, User};
+use fic_flows::{AgentIdentity, ClientCredential, UserIdentifier};
+use fic_oauth_core::{ManualClock, Secret, TokenSource};
+use fic_tests::{jwt_payload, new_issued_identity, World, TENANT};
+use uuid::Uuid;
+
+const BLUEPRINT: &str = "aab5089d-e764-47e3-9f28-cc11c2513821";
+const AGENT: &str = "ab18ca07-d139-4840-8b3b-4be9610c6ed5";
+const OTHER_AGENT: &str = "cd29db18-e24a-4951-9c3c-5cf07d1e8f9a";
+const ALICE: &str = "alice@contoso.com";
+const ALICE_OID: &str = "00000000-0000-0000-0000-00000000a11c";
+const BOB_OID: &str = "00000000-0000-0000-0000-000000000b0b";
+const USER_SCOPE: &str = "https://graph.microsoft.com/User.Read";
+const GRAPH: &str = "https://graph.microsoft.com/.default";
+const EXCHANGE: &str = "api://AzureADTokenExchange/.default";
+
+struct Setup {
+    world: World,
+    agent: AgentIdentity,
+}
+
+async fn setup(clock: Option<ManualClock>) -> Setup {
+    let (identity, ca) = new_issued_identity("blueprint.contoso.com");
+    let mut builder = Emulator::builder()
+        .app(
+            App::new(BLUEPRINT, TENANT)
+                .subject_issuer("blueprint.contoso.com", ca)
+                .agents([AGENT, OTHER_AGENT]),
+        )
+        .user(User::new(ALICE, ALICE_OID, TENANT))
+        .user(User::new("bob@contoso.com", BOB_OID, TENANT));
+    if let Some(clock) = &clock {
+        builder = builder.clock(Arc::new(clock.clone()));
+    }
+    let world = World::start(builder).await;
+    let mut blueprint = world
+        .client(BLUEPRINT)
+        .credential(ClientCredential::certificate_with_x5c(identity));
+    if let Some(clock) = &clock {
+        blueprint = blueprint
+            .clock(Arc::new(clock.clone()))
+            .sleeper(Arc::new(clock.clone()));
+    }
+    let agent = AgentIdentity::new(blueprint.build().unwrap(), AGENT).unwrap();
+    Setup { world, agent }
+}
+
+fn alice() -> UserIdentifier {
+    UserIdentifier::Username(ALICE.into())
+}
+
+fn oid(value: &str) -> UserIdentifier {
+    UserIdentifier::ObjectId(Uuid::parse_str(value).unwrap())
+}
+
+#[tokio::test]
+async fn three_legs_for_the_first_user_each_body_checked() {
+    let s = setup(None).await;
+    let token = s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    let requests = s.world.emulator.log().token_requests();
+    assert_eq!(requests.len(), 3);
+    let (leg1, leg2, leg3) = (&requests[0], &requests[1], &requests[2]);
+
+    assert_eq!(leg1.form_value("client_id"), Some(BLUEPRINT));
+    assert_eq!(leg1.form_value("grant_type"), Some("client_credentials"));
+    assert_eq!(leg1.form_value("fmi_path"), Some(AGENT));
+    assert_eq!(leg1.form_value("scope"), Some(EXCHANGE));
+    assert_eq!(
+        leg1.form_value("client_assertion_type"),
+        Some(fic_oauth_core::request::JWT_BEARER)
+    );
+    let blueprint_assertion = leg1.form_value("client_assertion").unwrap();
+    let header = blueprint_assertion.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        header["x5c"].as_array().unwrap().len(),
+        2,
+        "the blueprint sends its chain (SN+I)"
+    );
+
+    let t1 = s.agent.t1().await.unwrap();
+    assert_eq!(t1.source, TokenSource::Cache);
+    assert_eq!(leg2.form_value("client_id"), Some(AGENT));
+    assert_eq!(leg2.form_value("client_assertion"), Some(t1.token.expose()));
+    assert_eq!(leg2.form_value("scope"), Some(EXCHANGE));
+    assert_eq!(leg2.form_value("fmi_path"), None);
+
+    let t2 = s.agent.t2().await.unwrap();
+    assert_eq!(t2.source, TokenSource::Cache);
+    assert_eq!(leg3.form_value("grant_type"), Some("user_fic"));
+    assert_eq!(leg3.form_value("client_id"), Some(AGENT));
+    assert_eq!(leg3.form_value("client_assertion"), Some(t1.token.expose()));
+    assert_eq!(
+        leg3.form_value("user_federated_identity_credential"),
+        Some(t2.token.expose())
+    );
+    assert_eq!(leg3.form_value("username"), Some(ALICE));
+    assert_eq!(leg3.form_value("user_id"), None);
+    assert_eq!(
+        leg3.form_value("scope"),
+        Some("https://graph.microsoft.com/User.Read openid offline_access profile")
+    );
+    assert_eq!(leg3.form_value("client_info"), Some("1"));
+    assert_eq!(
+        leg3.header("x-anchormailbox"),
+        Some("upn:alice@contoso.com")
+    );
+
+    let claims = jwt_payload(token.token.expose());
+    assert_eq!(claims["oid"], ALICE_OID);
+    assert_eq!(claims["idtyp"], "user");
+    let account = token.account.unwrap();
+    assert_eq!(account.username.as_deref(), Some(ALICE));
+    assert_eq!(account.home_account_id, format!("{ALICE_OID}.{TENANT}"));
+    assert_eq!(jwt_payload(t1.token.expose())["fmi_path"], AGENT);
+}
+
+#[tokio::test]
+async fn network_calls_three_then_one_per_new_user_then_none() {
+    let s = setup(None).await;
+    let count = || s.world.token_requests();
+    let first = s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    assert_eq!(count(), 3);
+    let again = s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    assert_eq!((count(), again.source), (3, TokenSource::Cache));
+    // Fetched by UPN, found again by object id.
+    let by_oid = s
+        .agent
+        .user_token([USER_SCOPE], oid(ALICE_OID))
+        .await
+        .unwrap();
+    assert_eq!((count(), by_oid.source), (3, TokenSource::Cache));
+    assert_eq!(by_oid.token.expose(), first.token.expose());
+    // UPNs are case-insensitive.
+    s.agent
+        .user_token(
+            [USER_SCOPE],
+            UserIdentifier::Username("ALICE@Contoso.com".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(count(), 3);
+    // A new user: one user_fic request.
+    let bob = s
+        .agent
+        .user_token([USER_SCOPE], oid(BOB_OID))
+        .await
+        .unwrap();
+    assert_eq!(count(), 4);
+    assert_eq!(
+        s.world
+            .emulator
+            .log()
+            .last_token_request()
+            .unwrap()
+            .form_value("user_id"),
+        Some(BOB_OID)
+    );
+    assert_ne!(bob.token.expose(), first.token.expose());
+    assert_eq!(jwt_payload(bob.token.expose())["oid"], BOB_OID);
+    // Force refresh: one request.
+    let forced = s
+        .agent
+        .user_token([USER_SCOPE], alice())
+        .with_force_refresh(true)
+        .await
+        .unwrap();
+    assert_eq!((count(), forced.source), (5, TokenSource::IdentityProvider));
+    assert_eq!(
+        s.world
+            .emulator
+            .log()
+            .last_token_request()
+            .unwrap()
+            .form_value("grant_type"),
+        Some("user_fic")
+    );
+}
+
+#[tokio::test]
+async fn app_only_agent_tokens_and_user_tokens_never_cross() {
+    let s = setup(None).await;
+    let app = s.agent.app_token([GRAPH]).await.unwrap();
+    assert_eq!(
+        s.world.token_requests(),
+        2,
+        "T1, then the agent's app token"
+    );
+    let request = s.world.emulator.log().last_token_request().unwrap();
+    assert_eq!(request.form_value("client_id"), Some(AGENT));
+    assert_eq!(request.form_value("scope"), Some(GRAPH));
+    assert_eq!(jwt_payload(app.token.expose())["idtyp"], "app");
+
+    let user = s.agent.user_token([GRAPH], alice()).await.unwrap();
+    assert_ne!(user.token.expose(), app.token.expose());
+    assert_eq!(jwt_payload(user.token.expose())["idtyp"], "user");
+    let app_again = s.agent.app_token([GRAPH]).await.unwrap();
+    assert_eq!(app_again.token.expose(), app.token.expose());
+    assert_eq!(app_again.source, TokenSource::Cache);
+}
+
+#[tokio::test]
+async fn two_fmi_paths_are_two_cache_entries() {
+    let s = setup(None).await;
+    // The same blueprint client (and cache), for another agent.
+    let other = AgentIdentity::new(s.agent.blueprint().clone(), OTHER_AGENT).unwrap();
+    let t1_a = s.agent.t1().await.unwrap();
+    let t1_b = other.t1().await.unwrap();
+    assert_ne!(t1_a.token.expose(), t1_b.token.expose());
+    assert_eq!(jwt_payload(t1_b.token.expose())["fmi_path"], OTHER_AGENT);
+    assert_eq!(s.world.token_requests(), 2);
+    assert_eq!(s.agent.t1().await.unwrap().source, TokenSource::Cache);
+    assert_eq!(other.t1().await.unwrap().source, TokenSource::Cache);
+}
+
+#[tokio::test]
+async fn an_expired_user_token_is_renewed_with_the_refresh_token() {
+    let clock = ManualClock::new(std::time::SystemTime::now());
+    let s = setup(Some(clock.clone())).await;
+    s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    clock.advance(Duration::from_secs(3600));
+    let renewed = s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    assert_eq!(renewed.source, TokenSource::IdentityProvider);
+    let last = s.world.emulator.log().last_token_request().unwrap();
+    assert_eq!(last.form_value("grant_type"), Some("refresh_token"));
+    assert_eq!(last.form_value("client_id"), Some(AGENT));
+    assert!(last.form_value("refresh_token").is_some());
+    assert_eq!(last.form_value("client_info"), Some("1"));
+    assert_eq!(
+        s.world
+            .emulator
+            .log()
+            .count(|r| r.form_value("grant_type") == Some("user_fic")),
+        1,
+        "no second user_fic"
+    );
+    // The rotated refresh token works the next time too.
+    clock.advance(Duration::from_secs(3600));
+    s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    assert_eq!(
+        s.world
+            .emulator
+            .log()
+            .count(|r| r.form_value("grant_type") == Some("refresh_token")),
+        2
+    );
+}
+
+#[tokio::test]
+async fn the_three_legs_by_hand() {
+    let s = setup(None).await;
+    let t1 = s.agent.t1().await.unwrap();
+    let t2 = s.agent.t2().await.unwrap();
+    let agent = s
+        .agent
+        .agent()
+        .with_credential(ClientCredential::assertion(
+            fic_assertion::StaticAssertion::new(t1.token.clone()).unwrap(),
+        ))
+        .unwrap();
+    let token = agent
+        .acquire_token_by_user_fic([USER_SCOPE], oid(ALICE_OID), Secret::new(t2.token.expose()))
+        .await
+        .unwrap();
+    let last = s.world.emulator.log().last_token_request().unwrap();
+    assert_eq!(last.form_value("user_id"), Some(ALICE_OID));
+    assert_eq!(
+        last.header("x-anchormailbox"),
+        Some(format!("oid:{ALICE_OID}@{TENANT}").as_str())
+    );
+    assert_eq!(jwt_payload(token.token.expose())["oid"], ALICE_OID);
+}
+
+#[tokio::test]
+async fn reserved_scopes_and_unknown_users_are_refused() {
+    let s = setup(None).await;
+    let err = s
+        .agent
+        .user_token(["openid", USER_SCOPE], alice())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &fic_oauth_core::ErrorCode::RESERVED_SCOPE);
+    let err = s
+        .agent
+        .user_token(
+            [USER_SCOPE],
+            UserIdentifier::Username("nobody@contoso.com".into()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.aadsts(), Some(50_034));
+}
