@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use fic_emulator::{App, Emulator, EmulatorHandle, LoggedRequest};
-use fic_flows::{ConfidentialClient, RegionDetector, ResourceClient};
+use fic_emulator::{App, Emulator, EmulatorHandle, FederatedCredential, LoggedRequest, User};
+use fic_flows::{
+    AgentIdentity, ClientCredential, ConfidentialClient, RegionDetector, ResourceClient, TwoLeg,
+    UserIdentifier,
+};
 use fic_mtls_transport::MtlsTransport;
 use fic_oauth_core::authority::RegionConfig;
 use fic_oauth_core::{AccessToken, ClientIdentity, Error, ErrorCode, TokenSource, TokenType};
@@ -27,6 +30,14 @@ const VAULT_SCOPE: &str = "https://vault.azure.net/.default";
 const VAULT_URL: &str = "https://fic-demo.vault.azure.net/secrets/database-password";
 const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 const GRAPH_URL: &str = "https://graph.microsoft.com/v1.0/applications";
+const LEG2_APP: &str = "4c3b2a19-0817-4f6e-9d5c-4b3a29180706";
+const BLUEPRINT: &str = "aab5089d-e764-47e3-9f28-cc11c2513821";
+const AGENT: &str = "ab18ca07-d139-4840-8b3b-4be9610c6ed5";
+const ALICE: &str = "alice@fic-demo.example";
+const ALICE_OID: &str = "00000000-0000-4000-8000-00000000a11c";
+const BOB_OID: &str = "00000000-0000-4000-8000-000000000b0b";
+const USER_SCOPE: &str = "https://graph.microsoft.com/User.Read";
+const ME_URL: &str = "https://graph.microsoft.com/v1.0/me";
 
 /// One line of the summary.
 struct Row {
@@ -62,6 +73,30 @@ pub(crate) fn new_identity(name: &str) -> Result<ClientIdentity, Error> {
     fic_assertion::load::from_pem(pem.as_bytes())
 }
 
+/// A certificate issued by a fresh CA (for subject name + issuer registrations), its chain
+/// `[leaf, CA]` and the CA's DER.
+pub(crate) fn new_issued_identity(subject: &str) -> Result<(ClientIdentity, Vec<u8>), Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let fail = |e: rcgen::Error| Error::new(ErrorCode::INVALID_CERTIFICATE, e.to_string());
+    let ca_key = KeyPair::generate().map_err(fail)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{subject} issuing CA"));
+    let ca = ca_params.self_signed(&ca_key).map_err(fail)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().map_err(fail)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    params.distinguished_name.push(DnType::CommonName, subject);
+    let leaf = params.signed_by(&key, &issuer).map_err(fail)?;
+    let pem = format!("{}{}{}", leaf.pem(), ca.pem(), key.serialize_pem());
+    Ok((
+        fic_assertion::load::from_pem(pem.as_bytes())?,
+        ca.der().to_vec(),
+    ))
+}
+
 fn short(thumbprint: Option<&str>) -> String {
     thumbprint.map_or_else(|| "-".into(), |t| format!("{}…", &t[..t.len().min(12)]))
 }
@@ -85,7 +120,11 @@ struct Demo {
 
 impl Demo {
     fn client(&self) -> fic_flows::ConfidentialClientBuilder {
-        ConfidentialClient::builder(APP)
+        self.client_for(APP)
+    }
+
+    fn client_for(&self, client_id: &str) -> fic_flows::ConfidentialClientBuilder {
+        ConfidentialClient::builder(client_id)
             .authority(&format!("https://login.microsoftonline.com/{TENANT}"))
             .transport(self.transport.clone())
             .environment(HashMap::new())
@@ -227,13 +266,31 @@ async fn vanilla_pop(demo: &Demo, region: Option<&str>) -> StepResult {
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
     let certificate = new_identity("fic-demo-app")?;
     let other_certificate = new_identity("fic-demo-other")?;
+    let leg2_certificate = new_identity("fic-demo-leg2")?;
+    let (blueprint_certificate, blueprint_ca) = new_issued_identity("blueprint.fic-demo.example")?;
+    let app = App::new(APP, TENANT)
+        .secret("demo-secret-value")
+        .certificate(certificate.leaf_der().to_vec())
+        .roles(["Secrets.Read"]);
+    let leg1_subject = app.object_id.clone();
     let emulator = Emulator::builder()
+        .app(app)
         .app(
-            App::new(APP, TENANT)
-                .secret("demo-secret-value")
-                .certificate(certificate.leaf_der().to_vec())
-                .roles(["Secrets.Read"]),
+            App::new(LEG2_APP, TENANT)
+                .certificate(leg2_certificate.leaf_der().to_vec())
+                .federated_credential(FederatedCredential::new(
+                    format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+                    leg1_subject,
+                    "api://AzureADTokenExchange",
+                )),
         )
+        .app(
+            App::new(BLUEPRINT, TENANT)
+                .subject_issuer("blueprint.fic-demo.example", blueprint_ca)
+                .agents([AGENT]),
+        )
+        .user(User::new(ALICE, ALICE_OID, TENANT))
+        .user(User::new("bob@fic-demo.example", BOB_OID, TENANT))
         .imds_location("westus3")
         .start()
         .await
@@ -450,6 +507,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
         }
     );
 
+    fic_steps(&mut demo, &leg2_certificate).await;
+    agent_steps(&mut demo, blueprint_certificate).await;
+
     Ok(print_summary(&demo.rows))
 }
 
@@ -486,4 +546,214 @@ fn print_summary(rows: &[Row]) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// FIC two-leg with confidential clients on both legs (managed identity as Leg 1 is shown in
+/// the managed-identity rows).
+async fn fic_steps(demo: &mut Demo, leg2_certificate: &ClientIdentity) {
+    step!(demo, "FIC two-leg: CC → CC (Bearer)", |d| async move {
+        let leg1 = Arc::new(
+            d.client()
+                .certificate(d.certificate.clone())
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        let two_leg = TwoLeg::builder(leg1, LEG2_APP)
+            .configure(|_| d.client_for(LEG2_APP))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let before = d.token_requests();
+        let token = two_leg
+            .acquire_token([GRAPH_SCOPE])
+            .await
+            .map_err(|e| e.to_string())?;
+        let leg2 = d.last_token_request()?;
+        check(
+            d.token_requests() == before + 2,
+            "expected a Leg-1 and a Leg-2 request",
+        )?;
+        check(
+            leg2.form_value("client_assertion_type") == Some(fic_oauth_core::request::JWT_BEARER),
+            "Leg 2 did not send jwt-bearer",
+        )?;
+        let (status, _) = d.resource(GRAPH_URL, &token).await?;
+        check(status == 200, format!("the resource answered {status}"))?;
+        Ok((
+            Some(token),
+            status.to_string(),
+            "Leg 1 token as client_assertion".into(),
+        ))
+    });
+
+    let leg2_cert = leg2_certificate.clone();
+    step!(
+        demo,
+        "FIC two-leg: CC → CC (PoP on Leg 2)",
+        |d| async move {
+            let leg1 = Arc::new(
+                d.client()
+                    .certificate(d.certificate.clone())
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+            let two_leg = TwoLeg::builder(leg1, LEG2_APP)
+                .configure(|_| d.client_for(LEG2_APP))
+                .binding_certificate(leg2_cert.clone())
+                .build()
+                .map_err(|e| e.to_string())?;
+            let token = two_leg
+                .acquire_token([VAULT_SCOPE])
+                .with_mtls_pop()
+                .await
+                .map_err(|e| e.to_string())?;
+            let leg2 = d.last_token_request()?;
+            check(
+                leg2.host == "mtlsauth.microsoft.com",
+                format!("Leg 2 went to {}", leg2.host),
+            )?;
+            check(
+                leg2.form_value("client_assertion_type") == Some(fic_oauth_core::request::JWT_POP),
+                "Leg 2 did not send jwt-pop",
+            )?;
+            check(
+                token.binding_thumbprint() == Some(leg2_cert.thumbprint_s256()),
+                "not bound to the Leg-2 certificate",
+            )?;
+            let (status, _) = d.resource(VAULT_URL, &token).await?;
+            check(status == 200, format!("the resource answered {status}"))?;
+            Ok((
+                Some(token),
+                format!("{status} (bound)"),
+                "jwt-pop over mTLS".into(),
+            ))
+        }
+    );
+
+    step!(demo, "FIC two-leg: CC (PoP) → CC (PoP)", |d| async move {
+        let leg1 = Arc::new(
+            d.client()
+                .certificate(d.certificate.clone())
+                .mtls_pop(true)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        let two_leg = TwoLeg::builder(leg1, LEG2_APP)
+            .configure(|_| d.client_for(LEG2_APP))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let token = two_leg
+            .acquire_token([GRAPH_SCOPE])
+            .with_mtls_pop()
+            .await
+            .map_err(|e| e.to_string())?;
+        check(
+            token.binding_thumbprint() == Some(d.certificate.thumbprint_s256()),
+            "Leg 2 is not bound to the Leg-1 certificate",
+        )?;
+        let (status, _) = d.resource(GRAPH_URL, &token).await?;
+        check(status == 200, format!("the resource answered {status}"))?;
+        Ok((
+            Some(token),
+            format!("{status} (bound)"),
+            "Leg 2 presents the Leg-1 cnf".into(),
+        ))
+    });
+}
+
+/// FMI / agent identity and user_fic.
+async fn agent_steps(demo: &mut Demo, blueprint_certificate: ClientIdentity) {
+    let agent = demo
+        .client_for(BLUEPRINT)
+        .credential(ClientCredential::certificate_with_x5c(
+            blueprint_certificate,
+        ))
+        .build()
+        .and_then(|blueprint| AgentIdentity::new(blueprint, AGENT));
+    let agent = match agent {
+        Ok(agent) => agent,
+        Err(error) => {
+            demo.record("agent identity", Duration::ZERO, Err(error.to_string()));
+            return;
+        }
+    };
+    let a = &agent;
+    step!(
+        demo,
+        "agent for a user: first user (3 requests)",
+        |d| async move {
+            let before = d.token_requests();
+            let token = a
+                .user_token([USER_SCOPE], UserIdentifier::Username(ALICE.into()))
+                .await
+                .map_err(|e| e.to_string())?;
+            check(
+                d.token_requests() == before + 3,
+                format!("{} requests", d.token_requests() - before),
+            )?;
+            let last = d.last_token_request()?;
+            check(
+                last.form_value("grant_type") == Some("user_fic"),
+                "the last leg was not user_fic",
+            )?;
+            let (status, body) = d.resource(ME_URL, &token).await?;
+            check(status == 200, format!("the resource answered {status}"))?;
+            Ok((
+                Some(token),
+                status.to_string(),
+                format!(
+                    "T1, T2, user_fic; oid {}",
+                    body["oid"].as_str().unwrap_or("?")
+                ),
+            ))
+        }
+    );
+    step!(
+        demo,
+        "agent for a user: same user by object id",
+        |d| async move {
+            let before = d.token_requests();
+            let oid =
+                UserIdentifier::from_parts(None, Some(ALICE_OID)).map_err(|e| e.to_string())?;
+            let token = a
+                .user_token([USER_SCOPE], oid)
+                .await
+                .map_err(|e| e.to_string())?;
+            check(d.token_requests() == before, "a request was sent")?;
+            Ok((Some(token), "-".into(), "0 requests: found by OID".into()))
+        }
+    );
+    step!(
+        demo,
+        "agent for a user: a new user (1 request)",
+        |d| async move {
+            let before = d.token_requests();
+            let oid = UserIdentifier::from_parts(None, Some(BOB_OID)).map_err(|e| e.to_string())?;
+            let token = a
+                .user_token([USER_SCOPE], oid)
+                .await
+                .map_err(|e| e.to_string())?;
+            check(
+                d.token_requests() == before + 1,
+                "expected exactly one request",
+            )?;
+            Ok((
+                Some(token),
+                "-".into(),
+                "user_fic only; T1 and T2 cached".into(),
+            ))
+        }
+    );
+    step!(demo, "agent, app-only", |d| async move {
+        let token = a
+            .app_token([GRAPH_SCOPE])
+            .await
+            .map_err(|e| e.to_string())?;
+        let (status, _) = d.resource(GRAPH_URL, &token).await?;
+        check(status == 200, format!("the resource answered {status}"))?;
+        Ok((
+            Some(token),
+            status.to_string(),
+            "client_assertion = T1".into(),
+        ))
+    });
 }
