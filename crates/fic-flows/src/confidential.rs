@@ -306,6 +306,7 @@ impl ConfidentialClientBuilder {
                 client_capabilities: self.client_capabilities,
                 mtls_pop: self.mtls_pop,
                 known_users: std::sync::Mutex::new(HashMap::new()),
+                lookups: std::sync::RwLock::new(hashbrown::HashMap::new()),
             }),
         })
     }
@@ -336,6 +337,8 @@ pub(crate) struct Inner {
     /// `upn:<lower-case upn>` / `oid:<object id>` → home account id, learned from user-flow
     /// answers, so a user asked for by either is found in the cache.
     pub(crate) known_users: std::sync::Mutex<HashMap<String, String>>,
+    /// Memoized cache lookups by request shape (the hit path builds no key).
+    pub(crate) lookups: std::sync::RwLock<hashbrown::HashMap<MemoKey, Lookup>>,
 }
 
 /// A confidential client application: client credentials for one client id, with a cache, a
@@ -443,6 +446,7 @@ impl ConfidentialClient {
                 client_capabilities: inner.client_capabilities.clone(),
                 mtls_pop: inner.mtls_pop,
                 known_users: std::sync::Mutex::new(HashMap::new()),
+                lookups: std::sync::RwLock::new(hashbrown::HashMap::new()),
             }),
         })
     }
@@ -613,6 +617,78 @@ impl AcquireTokenForClient {
         self
     }
 
+    /// The binding a cached token must match, when it is known without asking the assertion
+    /// provider: `Some(None)` for Bearer, `Some(Some(cert))` for PoP with a certificate
+    /// credential, `None` when only the provider can tell.
+    fn known_binding(&self) -> Option<Option<ClientIdentity>> {
+        match (&self.client.inner.credential, self.mtls_pop) {
+            (_, false) => Some(None),
+            (ClientCredential::Certificate { identity, .. }, true) => Some(Some(identity.clone())),
+            _ => None,
+        }
+    }
+
+    fn memo_key(&self) -> MemoKey {
+        MemoKey {
+            scopes: self.scopes.clone(),
+            mtls_pop: self.mtls_pop,
+            fmi_path: self.fmi_path.clone(),
+            assertion_fmi_path: self.assertion_fmi_path.clone(),
+            tenant: self.tenant.clone(),
+        }
+    }
+
+    /// The cache lookup of this request, built once per request shape and memoized.
+    fn lookup_parts(&self, authority: &Authority) -> AccessTokenKey {
+        let inner = &self.client.inner;
+        let mut parts = AccessTokenKey::app(
+            authority.host(),
+            &inner.client_id,
+            authority.tenant(),
+            &self.scopes,
+        )
+        .with_token_type(if self.mtls_pop {
+            TokenType::MtlsPop
+        } else {
+            TokenType::Bearer
+        });
+        if let Some(path) = &self.fmi_path {
+            parts = parts.with_component("fmi_path", path.clone());
+        }
+        if let Some(path) = &self.assertion_fmi_path {
+            parts = parts.with_component("credential_fmi_path", path.clone());
+        }
+        parts
+    }
+
+    fn try_cached(&self) -> Option<AccessToken> {
+        if self.force_refresh || self.claims.is_some() {
+            return None;
+        }
+        let binding = self.known_binding()?;
+        let inner = &self.client.inner;
+        let memo = inner
+            .lookups
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lookup = memo.get(&MemoShape(self))?;
+        let lookup = lookup.clone().with_binding(binding);
+        drop(memo);
+        inner.engine.try_hit(&lookup)
+    }
+
+    fn remember_lookup(&self, lookup: &Lookup) {
+        let inner = &self.client.inner;
+        let mut memo = inner
+            .lookups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if memo.len() >= MAX_MEMOIZED_LOOKUPS {
+            memo.clear();
+        }
+        memo.insert(self.memo_key(), lookup.clone().with_binding(None));
+    }
+
     pub(crate) fn claims(&self) -> Option<&str> {
         self.claims.as_deref()
     }
@@ -624,6 +700,10 @@ impl AcquireTokenForClient {
     /// Acquires the token: from the cache when it holds a usable one, otherwise from the
     /// identity provider.
     pub async fn send(self) -> Result<AccessToken, Error> {
+        // The hit path: a memoized key, one probe, no allocation but the returned token.
+        if let Some(token) = self.try_cached() {
+            return Ok(token);
+        }
         let client = self.client.clone();
         let inner = &client.inner;
         let authority = match &self.tenant {
@@ -669,23 +749,11 @@ impl AcquireTokenForClient {
             _ => None,
         };
 
-        let mut parts = AccessTokenKey::app(
-            plan.authority.host(),
-            &inner.client_id,
-            plan.authority.tenant(),
-            &plan.request.scopes,
-        )
-        .with_token_type(token_type);
-        if let Some(path) = &plan.request.fmi_path {
-            parts = parts.with_component("fmi_path", path.clone());
-        }
-        if let Some(path) = &plan.request.assertion_fmi_path {
-            parts = parts.with_component("credential_fmi_path", path.clone());
-        }
-        let lookup = Lookup::new(parts)
+        let lookup = Lookup::new(plan.request.lookup_parts(&plan.authority))
             .with_binding(binding)
             .with_force_refresh(plan.request.force_refresh)
             .with_bypass_cache(plan.request.claims.is_some());
+        plan.request.remember_lookup(&lookup);
 
         let preflight = Arc::new(std::sync::Mutex::new(preflight));
         let fetch = {
@@ -709,6 +777,44 @@ impl IntoFuture for AcquireTokenForClient {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.send())
+    }
+}
+
+/// How many request shapes a client memoizes the cache key of.
+const MAX_MEMOIZED_LOOKUPS: usize = 256;
+
+/// What decides the cache key of a client-credentials request.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct MemoKey {
+    scopes: Vec<String>,
+    mtls_pop: bool,
+    fmi_path: Option<String>,
+    assertion_fmi_path: Option<String>,
+    tenant: Option<String>,
+}
+
+/// Borrows a request as a [`MemoKey`] for lookups, without cloning its strings.
+struct MemoShape<'a>(&'a AcquireTokenForClient);
+
+impl std::hash::Hash for MemoShape<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let r = self.0;
+        r.scopes.hash(state);
+        r.mtls_pop.hash(state);
+        r.fmi_path.hash(state);
+        r.assertion_fmi_path.hash(state);
+        r.tenant.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<MemoKey> for MemoShape<'_> {
+    fn equivalent(&self, key: &MemoKey) -> bool {
+        let r = self.0;
+        r.scopes == key.scopes
+            && r.mtls_pop == key.mtls_pop
+            && r.fmi_path == key.fmi_path
+            && r.assertion_fmi_path == key.assertion_fmi_path
+            && r.tenant == key.tenant
     }
 }
 

@@ -55,6 +55,7 @@ use tokio::sync::OnceCell;
 
 use crate::cache::TokenCache;
 use crate::entry::{CacheEntry, CachedAccessToken};
+use crate::fleet::FleetLock;
 use crate::key::{AccessTokenKey, CacheKey, KeyHasher};
 
 /// Tokens with less than this left are treated as expired.
@@ -70,7 +71,7 @@ pub type FetchFuture = Pin<Box<dyn Future<Output = Result<AccessToken, Error>> +
 /// What one acquisition asks for.
 #[derive(Clone, Debug)]
 pub struct Lookup {
-    parts: AccessTokenKey,
+    parts: Arc<AccessTokenKey>,
     key: CacheKey,
     binding: Option<ClientIdentity>,
     force_refresh: bool,
@@ -82,7 +83,7 @@ impl Lookup {
     pub fn new(parts: AccessTokenKey) -> Self {
         let key = parts.build();
         Self {
-            parts,
+            parts: Arc::new(parts),
             key,
             binding: None,
             force_refresh: false,
@@ -146,6 +147,7 @@ pub struct EngineBuilder {
     clock: Arc<dyn Clock>,
     refresh_jitter: Duration,
     background_refresh: bool,
+    fleet_lock: Option<Arc<dyn FleetLock>>,
 }
 
 impl EngineBuilder {
@@ -172,6 +174,14 @@ impl EngineBuilder {
         self
     }
 
+    /// A fleet-wide lock taken on misses, so that many processes sharing an L2 make one request
+    /// per key (see [`FleetLock`]; default none).
+    #[must_use]
+    pub fn fleet_lock(mut self, lock: Arc<dyn FleetLock>) -> Self {
+        self.fleet_lock = Some(lock);
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Arc<AcquisitionEngine> {
         Arc::new(AcquisitionEngine {
@@ -179,6 +189,7 @@ impl EngineBuilder {
             clock: self.clock,
             refresh_jitter: self.refresh_jitter,
             background_refresh: self.background_refresh,
+            fleet_lock: self.fleet_lock,
             state: Mutex::new(State::default()),
         })
     }
@@ -191,6 +202,7 @@ pub struct AcquisitionEngine {
     clock: Arc<dyn Clock>,
     refresh_jitter: Duration,
     background_refresh: bool,
+    fleet_lock: Option<Arc<dyn FleetLock>>,
     state: Mutex<State>,
 }
 
@@ -200,6 +212,7 @@ impl fmt::Debug for AcquisitionEngine {
             .field("cache", &self.cache)
             .field("refresh_jitter", &self.refresh_jitter)
             .field("background_refresh", &self.background_refresh)
+            .field("fleet_lock", &self.fleet_lock)
             .finish_non_exhaustive()
     }
 }
@@ -215,6 +228,7 @@ impl AcquisitionEngine {
             clock: Arc::new(SystemClock),
             refresh_jitter: DEFAULT_REFRESH_JITTER,
             background_refresh: true,
+            fleet_lock: None,
         }
     }
 
@@ -269,6 +283,22 @@ impl AcquisitionEngine {
                 tracing::warn!(code = %error.code(), "token cache read failed; treating it as a miss");
                 None
             }
+        }
+    }
+
+    /// The cached token for `lookup` when the cache can answer without awaiting (memory, a
+    /// tiered L1) and the token is usable and not yet due for refresh; `None` otherwise (then
+    /// call [`AcquisitionEngine::acquire`]). Ignores `force_refresh` and `bypass_cache`: callers
+    /// check those first.
+    pub fn try_hit(&self, lookup: &Lookup) -> Option<AccessToken> {
+        let now = self.clock.now();
+        let mut found = None;
+        let answered = self.cache.visit_now(&lookup.key, &mut |entry| {
+            found = self.evaluate(lookup, entry, now);
+        });
+        match found {
+            Some((token, false)) if answered => Some(token),
+            _ => None,
         }
     }
 
@@ -377,6 +407,9 @@ impl AcquisitionEngine {
                     if let Some((token, _)) = self.probe(lookup).await {
                         return Ok(token);
                     }
+                    if let Some(fleet) = &self.fleet_lock {
+                        return self.fetch_under_fleet_lock(&**fleet, lookup, fetch).await;
+                    }
                 }
                 self.fetch_and_store(lookup, fetch).await
             })
@@ -395,14 +428,64 @@ impl AcquisitionEngine {
         result
     }
 
+    /// The miss path with a fleet lock: one process fetches, the others wait for its token to
+    /// appear in the cache (see [`FleetLock`]).
+    async fn fetch_under_fleet_lock<F>(
+        &self,
+        fleet: &dyn FleetLock,
+        lookup: &Lookup,
+        fetch: &F,
+    ) -> Result<AccessToken, Error>
+    where
+        F: Fn() -> FetchFuture + Send + Sync + ?Sized,
+    {
+        let mut waits = 0;
+        loop {
+            match fleet.try_lock(&lookup.key).await {
+                Ok(Some(lease)) => {
+                    // The previous holder may have stored its token just before releasing.
+                    let result = match self.probe(lookup).await {
+                        Some((token, _)) => Ok(token),
+                        None => self.fetch_and_store(lookup, fetch).await,
+                    };
+                    if let Err(error) = fleet.unlock(lease).await {
+                        tracing::warn!(code = %error.code(), "fleet lock release failed; it expires on its own");
+                    }
+                    return result;
+                }
+                Ok(None) if waits < fleet.max_waits() => {
+                    fleet.pause().await;
+                    waits += 1;
+                    if let Some((token, _)) = self.probe(lookup).await {
+                        return Ok(token);
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        waits,
+                        "fleet lock still held by another process; fetching without it"
+                    );
+                    return self.fetch_and_store(lookup, fetch).await;
+                }
+                Err(error) => {
+                    tracing::warn!(code = %error.code(), "fleet lock unavailable; fetching without it");
+                    return self.fetch_and_store(lookup, fetch).await;
+                }
+            }
+        }
+    }
+
     async fn fetch_and_store<F>(&self, lookup: &Lookup, fetch: &F) -> Result<AccessToken, Error>
     where
         F: Fn() -> FetchFuture + Send + Sync + ?Sized,
     {
         match fetch().await {
             Ok(token) => {
-                let entry =
-                    CachedAccessToken::from_token(lookup.parts.clone(), &token, self.clock.now());
+                let entry = CachedAccessToken::from_token(
+                    (*lookup.parts).clone(),
+                    &token,
+                    self.clock.now(),
+                );
                 let key = entry.cache_key();
                 if let Err(error) = self
                     .cache
