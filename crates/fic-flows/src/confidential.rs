@@ -618,13 +618,14 @@ impl AcquireTokenForClient {
     }
 
     /// The binding a cached token must match, when it is known without asking the assertion
-    /// provider: `Some(None)` for Bearer, `Some(Some(cert))` for PoP with a certificate
-    /// credential, `None` when only the provider can tell.
-    fn known_binding(&self) -> Option<Option<ClientIdentity>> {
+    /// provider.
+    fn known_binding(&self) -> KnownBinding {
         match (&self.client.inner.credential, self.mtls_pop) {
-            (_, false) => Some(None),
-            (ClientCredential::Certificate { identity, .. }, true) => Some(Some(identity.clone())),
-            _ => None,
+            (_, false) => KnownBinding::Unbound,
+            (ClientCredential::Certificate { identity, .. }, true) => {
+                KnownBinding::Bound(identity.clone())
+            }
+            _ => KnownBinding::AskTheProvider,
         }
     }
 
@@ -665,7 +666,11 @@ impl AcquireTokenForClient {
         if self.force_refresh || self.claims.is_some() {
             return None;
         }
-        let binding = self.known_binding()?;
+        let binding = match self.known_binding() {
+            KnownBinding::Unbound => None,
+            KnownBinding::Bound(identity) => Some(identity),
+            KnownBinding::AskTheProvider => return None,
+        };
         let inner = &self.client.inner;
         let memo = inner
             .lookups
@@ -778,6 +783,16 @@ impl IntoFuture for AcquireTokenForClient {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.send())
     }
+}
+
+/// What a cached token must be bound to, as far as the request alone tells.
+enum KnownBinding {
+    /// A Bearer request: an unbound token.
+    Unbound,
+    /// PoP with a certificate credential: that certificate.
+    Bound(ClientIdentity),
+    /// PoP with an assertion provider: only its answer tells.
+    AskTheProvider,
 }
 
 /// How many request shapes a client memoizes the cache key of.
