@@ -23,6 +23,7 @@
 
 mod agent;
 mod confidential;
+pub mod environment;
 pub mod region;
 mod resource;
 mod send;
@@ -33,6 +34,7 @@ pub use agent::{AgentIdentity, BlueprintAssertion};
 pub use confidential::{
     AcquireTokenForClient, ClientCredential, ConfidentialClient, ConfidentialClientBuilder,
 };
+pub use environment::{DefaultCredential, EnvironmentConfig};
 pub use region::RegionDetector;
 pub use resource::{AuthorizationScheme, ResourceClient, ResourceResponse};
 pub use send::{OutgoingTokenRequest, RequestHook};
