@@ -1,15 +1,23 @@
 //! Developer tasks of fic-rs.
 //!
 //! - `cargo xtask test`: formatting, clippy with warnings denied, every test (unit, integration,
-//!   doctests), then a one-screen summary; exits non-zero when anything fails.
-//! - `cargo xtask bench`: every benchmark; results as tables and JSON under `target/bench/`.
+//!   doctests), then a one-screen summary; exits non-zero when anything fails. When
+//!   `redis-server` is on `PATH` it is started on a free loopback port for the Redis suites
+//!   (`FIC_TEST_REDIS_URL`) and stopped afterwards; otherwise the summary says loudly that they
+//!   were skipped.
+//! - `cargo xtask bench`: every benchmark (the Redis ones against the same private server);
+//!   results as tables and JSON under `target/bench/`.
 //! - `cargo xtask demo`: `cargo run --release -p fic-cli -- demo`.
 #![allow(clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+
+/// The variable the Redis suites and benchmarks read the server's URL from.
+const REDIS_URL_VARIABLE: &str = "FIC_TEST_REDIS_URL";
 
 struct Step {
     name: String,
@@ -47,6 +55,8 @@ fn run(name: &str, mut command: Command) -> Step {
                     println!("{line}");
                     if let Some(rest) = line.trim().strip_prefix("test result: ") {
                         suites += 1;
+                        // "ok. 8 passed; 0 failed; ..." / "FAILED. 7 passed; 1 failed; ..."
+                        let rest = rest.split_once(". ").map_or(rest, |(_, counts)| counts);
                         for part in rest.split(';') {
                             let mut words = part.split_whitespace();
                             let number = words.next().and_then(|n| n.parse::<u64>().ok());
@@ -81,7 +91,108 @@ fn run(name: &str, mut command: Command) -> Step {
     }
 }
 
-fn summary(title: &str, steps: &[Step]) -> ExitCode {
+/// A `redis-server` started for the Redis suites, stopped when dropped.
+struct RedisServer {
+    child: Child,
+    url: String,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // Only the process this task started.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+fn redis_answers(port: u16) -> bool {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// Starts `redis-server` on a free loopback port, or says why not.
+fn start_redis() -> Result<RedisServer, String> {
+    let Some(binary) = find_on_path("redis-server") else {
+        return Err("redis-server not installed".into());
+    };
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map_err(|e| format!("no free loopback port: {e}"))?
+        .port();
+    let target = workspace_root().join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let log_path = target.join(format!("redis-server-{port}.log"));
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let err_log = log
+        .try_clone()
+        .map_err(|e| format!("cannot use {}: {e}", log_path.display()))?;
+    let child = Command::new(&binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&target)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err_log)
+        .spawn()
+        .map_err(|e| format!("{} did not start: {e}", binary.display()))?;
+    let server = RedisServer {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !redis_answers(port) {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "redis-server did not answer PING on port {port} within 5 s (log: {})",
+                log_path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(server)
+}
+
+/// Starts the Redis server for a task and says so (or, loudly, why not).
+fn redis_for(task: &str) -> Result<RedisServer, String> {
+    let redis = start_redis();
+    match &redis {
+        Ok(server) => println!("\n==> redis-server for the Redis {task}: {}", server.url),
+        Err(reason) => println!("\n!!! SKIPPING REDIS {}: {reason}", task.to_uppercase()),
+    }
+    redis
+}
+
+fn redis_note(task: &str, redis: &Result<RedisServer, String>) -> String {
+    match redis {
+        Ok(server) => format!("Redis {task}: ran against {}", server.url),
+        Err(reason) => format!("!!! SKIPPING REDIS {}: {reason} !!!", task.to_uppercase()),
+    }
+}
+
+fn with_redis_url(mut command: Command, redis: &Result<RedisServer, String>) -> Command {
+    match redis {
+        Ok(server) => command.env(REDIS_URL_VARIABLE, &server.url),
+        Err(_) => command.env_remove(REDIS_URL_VARIABLE),
+    };
+    command
+}
+
+fn summary(title: &str, steps: &[Step], notes: &[String]) -> ExitCode {
     println!("\n{title}");
     println!("{}", "-".repeat(78));
     for step in steps {
@@ -94,6 +205,9 @@ fn summary(title: &str, steps: &[Step]) -> ExitCode {
         );
     }
     println!("{}", "-".repeat(78));
+    for note in notes {
+        println!("{note}");
+    }
     let failed = steps.iter().filter(|s| !s.ok).count();
     let (passed, failed_tests) = steps.iter().fold((0u64, 0u64), |acc, s| {
         let mut words = s.detail.split_whitespace();
@@ -138,24 +252,85 @@ fn test() -> ExitCode {
     ]);
     steps.push(run("cargo clippy -D warnings", clippy));
 
+    // The cache backends behind features (file is on by default; Redis and encryption are not).
+    let mut clippy_cache = cargo();
+    clippy_cache.args([
+        "clippy",
+        "-p",
+        "fic-token-cache",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    steps.push(run("clippy fic-token-cache --all-features", clippy_cache));
+
+    let redis = redis_for("suites");
+
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--no-fail-fast"]);
-    steps.push(run("cargo test --workspace (with doctests)", tests));
+    steps.push(run(
+        "cargo test --workspace (with doctests)",
+        with_redis_url(tests, &redis),
+    ));
 
-    summary("cargo xtask test", &steps)
+    let mut cache_tests = cargo();
+    cache_tests.args([
+        "test",
+        "-p",
+        "fic-token-cache",
+        "--all-features",
+        "--no-fail-fast",
+    ]);
+    let name = if redis.is_ok() {
+        "test fic-token-cache --all-features (Redis)"
+    } else {
+        "test fic-token-cache --all-features (NO REDIS)"
+    };
+    steps.push(run(name, with_redis_url(cache_tests, &redis)));
+
+    let notes = [redis_note("suites", &redis)];
+    drop(redis);
+    summary("cargo xtask test", &steps, &notes)
 }
 
 fn bench() -> ExitCode {
     let mut steps = Vec::new();
+    let redis = redis_for("benchmarks");
     let mut bench = cargo();
     bench.args(["bench", "--workspace"]);
-    steps.push(run("cargo bench --workspace", bench));
+    steps.push(run(
+        "cargo bench --workspace",
+        with_redis_url(bench, &redis),
+    ));
+    // The cache backends behind features: tiered/Redis rows and the encrypted file rows.
+    let mut cache_bench = cargo();
+    cache_bench.args([
+        "bench",
+        "-p",
+        "fic-token-cache",
+        "--all-features",
+        "--bench",
+        "tiered_hit",
+        "--bench",
+        "file_load",
+    ]);
+    steps.push(run(
+        "bench fic-token-cache backends",
+        with_redis_url(cache_bench, &redis),
+    ));
+    let notes = [redis_note("benchmarks", &redis)];
+    drop(redis);
     let dir = workspace_root().join("target").join("bench");
     if let Ok(entries) = std::fs::read_dir(&dir) {
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("json")))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x.eq_ignore_ascii_case("json"))
+            })
             .map(|p| p.display().to_string())
             .collect();
         names.sort();
@@ -164,7 +339,7 @@ fn bench() -> ExitCode {
             println!("  {name}");
         }
     }
-    summary("cargo xtask bench", &steps)
+    summary("cargo xtask bench", &steps, &notes)
 }
 
 fn demo() -> ExitCode {

@@ -2,7 +2,12 @@
 //! 1,000,000 other tokens cached, and with 2 threads hammering one key.
 //!
 //! Prints a table and writes `target/bench/token_cache_hit.json`. Run with `cargo xtask bench`.
-#![allow(clippy::print_stdout, clippy::cast_precision_loss, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::print_stdout,
+    clippy::cast_precision_loss,
+    clippy::expect_used,
+    missing_docs
+)]
 
 use std::hint::black_box;
 use std::path::PathBuf;

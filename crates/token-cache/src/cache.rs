@@ -121,6 +121,20 @@ impl MemoryCache {
             .cloned()
     }
 
+    /// Runs `f` on the entry under `key` (or `None`) under its shard's read lock, without
+    /// cloning it.
+    pub(crate) fn with_entry<R>(
+        &self,
+        key: &CacheKey,
+        f: impl FnOnce(Option<&CacheEntry>) -> R,
+    ) -> R {
+        let shard = self
+            .shard(key)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(shard.get(key).map(|entry| &**entry))
+    }
+
     /// Stores an entry synchronously.
     pub fn put_entry(&self, key: CacheKey, entry: Arc<CacheEntry>) {
         let index = Self::shard_index(&key);

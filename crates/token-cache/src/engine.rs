@@ -12,6 +12,10 @@
 //!   delay has passed; callers get the throttled error without a request being sent.
 //! - `force_refresh` skips the lookup; a claims challenge (`bypass_cache`) skips the lookup and
 //!   the single flight. Time comes only from the injected [`Clock`].
+//! - **Fleet-wide single flight** (optional, [`EngineBuilder::fleet_lock`]): on a miss, after
+//!   winning the local single flight, the engine takes a [`FleetLock`] shared by every process
+//!   of a fleet, so that processes sharing an L2 make one request per key; see
+//!   [`crate::FleetLock`].
 //!
 //! ```
 //! use std::sync::Arc;
