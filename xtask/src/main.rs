@@ -290,9 +290,120 @@ fn test() -> ExitCode {
     };
     steps.push(run(name, with_redis_url(cache_tests, &redis)));
 
+    steps.extend(feature_sets());
+
     let notes = [redis_note("suites", &redis)];
     drop(redis);
     summary("cargo xtask test", &steps, &notes)
+}
+
+/// The feature combinations that matter: the wire-only core, the memory-only cache, and the
+/// aws-lc-rs builds (SDKs that forbid ring embed us that way); plus dependency-tree checks that
+/// those builds really leave out what they promise to.
+fn feature_sets() -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (name, args) in [
+        (
+            "test fic-oauth-core --no-default-features",
+            &["test", "-p", "fic-oauth-core", "--no-default-features"][..],
+        ),
+        (
+            "test fic-token-cache --no-default-features",
+            &["test", "-p", "fic-token-cache", "--no-default-features"][..],
+        ),
+        (
+            "test crypto crates on aws-lc-rs",
+            &[
+                "test",
+                "--no-default-features",
+                "--features",
+                "aws-lc-rs",
+                "-p",
+                "fic-assertion",
+                "-p",
+                "fic-mtls-transport",
+                "-p",
+                "fic-managed-identity",
+                "-p",
+                "fic-flows",
+            ][..],
+        ),
+    ] {
+        let mut command = cargo();
+        command.args(args);
+        steps.push(run(name, command));
+    }
+    steps.push(tree_check(
+        "fic-oauth-core (wire only) has no runtime, TLS or crypto library",
+        &["-p", "fic-oauth-core", "--no-default-features"],
+        &["tokio", "hyper", "rustls", "ring", "aws-lc-rs"],
+    ));
+    steps.push(tree_check(
+        "fic-token-cache (memory only) has no TLS or crypto library",
+        &["-p", "fic-token-cache", "--no-default-features"],
+        &["hyper", "rustls", "ring", "aws-lc-rs", "redis"],
+    ));
+    steps.push(tree_check(
+        "fic-flows on aws-lc-rs has no ring",
+        &[
+            "-p",
+            "fic-flows",
+            "--no-default-features",
+            "--features",
+            "aws-lc-rs",
+        ],
+        &["ring"],
+    ));
+    if workspace_root().join("crates/azure-core-adapter").exists() {
+        steps.push(tree_check(
+            "fic-azure-core has no ring",
+            &["-p", "fic-azure-core"],
+            &["ring"],
+        ));
+    }
+    steps
+}
+
+/// Checks that the normal dependency tree of `args` has none of `forbidden`.
+fn tree_check(name: &str, args: &[&str], forbidden: &[&str]) -> Step {
+    println!("\n==> tree: {name}");
+    let started = Instant::now();
+    let output = cargo()
+        .args([
+            "tree", "-e", "normal", "--prefix", "none", "--format", "{p}",
+        ])
+        .args(args)
+        .output();
+    let (ok, detail) = match output {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            let found: Vec<&str> = forbidden
+                .iter()
+                .copied()
+                .filter(|crate_name| {
+                    text.lines()
+                        .any(|line| line.split_whitespace().next() == Some(*crate_name))
+                })
+                .collect();
+            if found.is_empty() {
+                (true, format!("none of {}", forbidden.join(", ")))
+            } else {
+                (false, format!("pulls {}", found.join(", ")))
+            }
+        }
+        Ok(output) => (
+            false,
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ),
+        Err(error) => (false, error.to_string()),
+    };
+    println!("{detail}");
+    Step {
+        name: format!("tree: {name}"),
+        ok,
+        took: started.elapsed(),
+        detail,
+    }
 }
 
 fn bench() -> ExitCode {
