@@ -160,7 +160,7 @@ impl CertificateAssertion {
             return Err(Error::new(
                 codes::UNSUPPORTED_KEY_TYPE,
                 format!(
-                    "a {} cannot sign client assertions; use an RSA key (PS256/RS256) or an EC P-256 key (ES256)",
+                    "this {} cannot sign client assertions (it offers none of PS256, RS256 or ES256); use an RSA key or an EC P-256 key that can",
                     crate::public_key::describe_kind(key.kind())
                 ),
             ));

@@ -153,6 +153,28 @@ impl MtlsTransportBuilder {
         self
     }
 
+    /// Adds every `(host, address)` entry of `map` with [`resolve`](Self::resolve) — e.g. an
+    /// emulator's resolver map.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use fic_mtls_transport::MtlsTransport;
+    ///
+    /// let local = SocketAddr::from(([127, 0, 0, 1], 8443));
+    /// let map = vec![
+    ///     ("login.microsoftonline.com:443".to_string(), local),
+    ///     ("*.mtlsauth.microsoft.com:443".to_string(), local),
+    /// ];
+    /// let transport = MtlsTransport::builder().resolve_all(map).build()?;
+    /// # Ok::<(), fic_oauth_core::Error>(())
+    /// ```
+    pub fn resolve_all(mut self, map: impl IntoIterator<Item = (String, SocketAddr)>) -> Self {
+        for (host, addr) in map {
+            self = self.resolve(&host, addr);
+        }
+        self
+    }
+
     /// Whether hosts without a resolver override are looked up in the system resolver
     /// (default `true`). With `false`, only overrides and IP-literal URLs can be reached; any
     /// other host fails with `connection_failed` before a packet is sent.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fic_oauth_core::{AccessToken, Account, ClientIdentity, Secret, TokenSource, TokenType};
@@ -27,14 +28,19 @@ impl CachedAccessToken {
     /// A cache entry for `token` under `key`, stored at `now`. The `kid` is the binding
     /// certificate's thumbprint for mtls_pop tokens.
     pub fn from_token(key: AccessTokenKey, token: &AccessToken, now: SystemTime) -> Self {
-        Self::new(
+        let mut entry = Self::new(
             key.with_token_type(token.token_type),
             token.token.clone(),
             now,
             token.expires_on,
             token.refresh_on,
             token.binding_thumbprint().map(str::to_string),
-        )
+        );
+        // Hits return the scopes as the token was acquired for, not the normalised key target.
+        if !token.scopes.is_empty() {
+            entry.served.scopes = Arc::clone(&token.scopes);
+        }
+        entry
     }
 
     /// An entry from its stored fields (file and Redis backends load entries this way).
