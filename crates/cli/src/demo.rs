@@ -7,14 +7,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use fic_emulator::{App, Emulator, EmulatorHandle, FederatedCredential, LoggedRequest, User};
+use fic_emulator::{
+    App, Emulator, EmulatorHandle, FederatedCredential, LoggedRequest,
+    ManagedIdentity as EmulatedMi, Route, User,
+};
 use fic_flows::{
     AgentIdentity, ClientCredential, ConfidentialClient, RegionDetector, ResourceClient, TwoLeg,
     UserIdentifier,
 };
+use fic_managed_identity::{ManagedIdentity, ManagedIdentityId};
 use fic_mtls_transport::MtlsTransport;
 use fic_oauth_core::authority::RegionConfig;
-use fic_oauth_core::{AccessToken, ClientIdentity, Error, ErrorCode, TokenSource, TokenType};
+use fic_oauth_core::{
+    AccessToken, ClientIdentity, Error, ErrorCode, TokenCredential, TokenRequestOptions,
+    TokenSource, TokenType,
+};
 
 /// Options of `fic demo`.
 #[derive(Debug, Args)]
@@ -38,6 +45,12 @@ const ALICE_OID: &str = "00000000-0000-4000-8000-00000000a11c";
 const BOB_OID: &str = "00000000-0000-4000-8000-000000000b0b";
 const USER_SCOPE: &str = "https://graph.microsoft.com/User.Read";
 const ME_URL: &str = "https://graph.microsoft.com/v1.0/me";
+const SAMI_CLIENT: &str = "5d4c3b2a-1908-4f7e-8d6c-00000000c11e";
+const SAMI_OBJECT: &str = "5d4c3b2a-1908-4f7e-8d6c-00000000b0b1";
+const UAMI_CLIENT: &str = "6e5d4c3b-2a19-4f8e-9d7c-00000000c11e";
+const UAMI_OBJECT: &str = "6e5d4c3b-2a19-4f8e-9d7c-00000000b0b1";
+const UAMI_RESOURCE: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/fic-demo/providers/Microsoft.ManagedIdentity/userAssignedIdentities/fic-demo-uami";
+const EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 
 /// One line of the summary.
 struct Row {
@@ -273,17 +286,40 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
         .certificate(certificate.leaf_der().to_vec())
         .roles(["Secrets.Read"]);
     let leg1_subject = app.object_id.clone();
+    let issuer = format!("https://login.microsoftonline.com/{TENANT}/v2.0");
     let emulator = Emulator::builder()
         .app(app)
         .app(
             App::new(LEG2_APP, TENANT)
                 .certificate(leg2_certificate.leaf_der().to_vec())
                 .federated_credential(FederatedCredential::new(
-                    format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+                    issuer.clone(),
                     leg1_subject,
-                    "api://AzureADTokenExchange",
+                    EXCHANGE_AUDIENCE,
+                ))
+                // The host's managed identities may be Leg 1 too.
+                .federated_credential(FederatedCredential::new(
+                    issuer.clone(),
+                    SAMI_OBJECT,
+                    EXCHANGE_AUDIENCE,
+                ))
+                .federated_credential(FederatedCredential::new(
+                    issuer,
+                    UAMI_OBJECT,
+                    EXCHANGE_AUDIENCE,
                 )),
         )
+        .managed_identity(EmulatedMi::system_assigned(
+            SAMI_CLIENT,
+            SAMI_OBJECT,
+            TENANT,
+        ))
+        .managed_identity(EmulatedMi::user_assigned(
+            UAMI_CLIENT,
+            UAMI_OBJECT,
+            UAMI_RESOURCE,
+            TENANT,
+        ))
         .app(
             App::new(BLUEPRINT, TENANT)
                 .subject_issuer("blueprint.fic-demo.example", blueprint_ca)
@@ -508,6 +544,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
     );
 
     fic_steps(&mut demo, &leg2_certificate).await;
+    managed_identity_steps(&mut demo).await;
     agent_steps(&mut demo, blueprint_certificate).await;
 
     Ok(print_summary(&demo.rows))
@@ -658,6 +695,166 @@ async fn fic_steps(demo: &mut Demo, leg2_certificate: &ClientIdentity) {
             "Leg 2 presents the Leg-1 cnf".into(),
         ))
     });
+}
+
+/// A managed identity credential of this (emulated) VM: IMDS at 169.254.169.254 through the
+/// demo transport, no environment variables, no Azure Arc agent.
+fn managed_identity(
+    demo: &Demo,
+    id: ManagedIdentityId,
+    mtls_pop: bool,
+) -> Result<ManagedIdentity, String> {
+    ManagedIdentity::builder()
+        .id(id)
+        .environment(HashMap::new())
+        .arc_agent_path("/nonexistent/azcmagent/bin/himds")
+        .transport(demo.transport.clone())
+        .mtls_pop(mtls_pop)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Managed identity: IMDS (Bearer), IMDSv2 (mTLS PoP), and as Leg 1 of FIC.
+async fn managed_identity_steps(demo: &mut Demo) {
+    step!(demo, "managed identity (IMDS), Bearer", |d| async move {
+        d.emulator.log().clear();
+        let mi = managed_identity(d, ManagedIdentityId::SystemAssigned, false)?;
+        let token = mi
+            .get_token(&[VAULT_SCOPE], &TokenRequestOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let imds = d.emulator.log().route_requests(Route::Imds);
+        check(imds.len() == 1, format!("{} IMDS requests", imds.len()))?;
+        check(
+            imds[0].path == "/metadata/identity/oauth2/token"
+                && imds[0].query_value("api-version").as_deref() == Some("2018-02-01")
+                && imds[0].header("metadata") == Some("true"),
+            "not an IMDS v1 token request",
+        )?;
+        check(token.token_type == TokenType::Bearer, "not a Bearer token")?;
+        let (status, body) = d.resource(VAULT_URL, &token).await?;
+        check(status == 200, format!("the resource answered {status}"))?;
+        check(
+            body["oid"] == SAMI_OBJECT,
+            "the resource saw another identity",
+        )?;
+        Ok((
+            Some(token),
+            status.to_string(),
+            "GET http://169.254.169.254 (v1)".into(),
+        ))
+    });
+
+    step!(
+        demo,
+        "managed identity (IMDSv2), mTLS PoP",
+        |d| async move {
+            d.emulator.log().clear();
+            let mi = managed_identity(d, ManagedIdentityId::SystemAssigned, true)?;
+            let token = mi
+                .get_token(&[VAULT_SCOPE], &TokenRequestOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let log = d.emulator.log();
+            check(
+                log.imds_path_requests("/metadata/identity/issuecredential")
+                    .len()
+                    == 1,
+                "expected one CSR",
+            )?;
+            let minted = token
+                .binding_thumbprint()
+                .ok_or("the token is not bound")?
+                .to_owned();
+            let request = d.last_token_request()?;
+            check(
+                request.host == "westus3.mtlsauth.microsoft.com",
+                format!("token request went to {}", request.host),
+            )?;
+            check(
+                request.client_cert_thumbprint.as_deref() == Some(minted.as_str()),
+                "the token request did not present the minted certificate",
+            )?;
+            check(
+                token.token_type == TokenType::MtlsPop,
+                "not an mtls_pop token",
+            )?;
+            let (status, body) = d.resource(VAULT_URL, &token).await?;
+            check(status == 200, format!("the resource answered {status}"))?;
+            check(
+                body["bound"] == true,
+                "the resource did not see a bound token",
+            )?;
+            let mut unbound = token.clone();
+            unbound.binding = None;
+            let (refused, _) = d.resource(VAULT_URL, &unbound).await?;
+            check(
+                refused == 401,
+                format!("without the certificate the resource answered {refused}"),
+            )?;
+            Ok((
+                Some(token),
+                format!("{status} (bound)"),
+                "CSR → certificate → token over mTLS".into(),
+            ))
+        }
+    );
+
+    let cases = [
+        (
+            "FIC two-leg: SAMI → CC",
+            ManagedIdentityId::SystemAssigned,
+            SAMI_OBJECT,
+        ),
+        (
+            "FIC two-leg: UAMI → CC",
+            ManagedIdentityId::ClientId(UAMI_CLIENT.into()),
+            UAMI_OBJECT,
+        ),
+    ];
+    for (flow, id, object_id) in cases {
+        step!(demo, flow, |d| async move {
+            d.emulator.log().clear();
+            let mi = Arc::new(managed_identity(d, id, false)?);
+            let two_leg = TwoLeg::builder(mi.clone(), LEG2_APP)
+                .configure(|_| d.client_for(LEG2_APP))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let token = two_leg
+                .acquire_token([GRAPH_SCOPE])
+                .await
+                .map_err(|e| e.to_string())?;
+            let imds = d.emulator.log().route_requests(Route::Imds);
+            check(
+                imds.len() == 1
+                    && imds[0].query_value("resource").as_deref() == Some(EXCHANGE_AUDIENCE),
+                "Leg 1 did not ask IMDS for the token-exchange audience",
+            )?;
+            let leg1 = mi
+                .get_token(
+                    &["api://AzureADTokenExchange/.default"],
+                    &TokenRequestOptions::default(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let leg2 = d.last_token_request()?;
+            check(
+                leg2.form_value("client_assertion") == Some(leg1.token.expose()),
+                "Leg 2's client_assertion is not the managed identity's token",
+            )?;
+            check(
+                leg2.form_value("client_id") == Some(LEG2_APP),
+                "Leg 2 is not the app",
+            )?;
+            let (status, _) = d.resource(GRAPH_URL, &token).await?;
+            check(status == 200, format!("the resource answered {status}"))?;
+            Ok((
+                Some(token),
+                status.to_string(),
+                format!("MI {}… token as client_assertion", &object_id[..8]),
+            ))
+        });
+    }
 }
 
 /// FMI / agent identity and user_fic.

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::aadsts::AadError;
 use crate::codes;
-use crate::directory::{App, CertificateCredential};
+use crate::directory::{App, CertificateCredential, ManagedIdentity};
 use crate::hosts::Cloud;
 use crate::jwt::{self, Jws, VerifyError, SUPPORTED_ALGS};
 use crate::state::State;
@@ -35,6 +35,8 @@ pub(crate) struct AuthContext<'a> {
     pub(crate) peer: Option<&'a PeerCertificate>,
     pub(crate) pop_requested: bool,
     pub(crate) grant: Grant,
+    /// The managed identity whose service principal `app` is, when the client is one.
+    pub(crate) managed_identity: Option<&'a ManagedIdentity>,
 }
 
 /// How the client authenticated.
@@ -48,6 +50,18 @@ pub(crate) struct ClientAuth {
 pub(crate) fn authenticate(ctx: &AuthContext<'_>, form: &Form<'_>) -> Result<ClientAuth, AadError> {
     let secret = form.get("client_secret");
     let assertion = form.get("client_assertion");
+    if ctx.managed_identity.is_some() {
+        return match (secret, assertion, ctx.peer) {
+            (None, None, Some(peer)) if ctx.pop_requested => authenticate_tls_certificate(ctx, peer),
+            _ => Err(AadError::client(
+                codes::EMU_MANAGED_IDENTITY_CREDENTIAL,
+                format!(
+                    "The managed identity '{}' authenticates only with a certificate IMDS issued for it (issuecredential), presented over mutual TLS with token_type=mtls_pop and no client_secret or client_assertion.",
+                    ctx.app.client_id
+                ),
+            )),
+        };
+    }
     match (secret, assertion) {
         (Some(_), Some(_)) => Err(AadError::request(
             codes::EMU_MULTIPLE_CREDENTIALS,

@@ -298,8 +298,11 @@ pub enum ManagedIdentityKind {
     UserAssigned,
 }
 
-/// A managed identity available on the emulated host (for the managed identity endpoints of a
-/// later version, and as the subject of federated credentials: `sub` of its tokens is the object id).
+/// A managed identity available on the emulated host: the managed identity endpoints (IMDS,
+/// App Service, Azure Arc, Cloud Shell, Service Fabric, Machine Learning) issue tokens for it,
+/// with `sub` = `oid` = its object id (so it can be the subject of a federated credential),
+/// `appid` = its client id. The first system-assigned identity is the host's; user-assigned
+/// ones are picked by client id, object id or resource id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ManagedIdentity {
@@ -313,6 +316,10 @@ pub struct ManagedIdentity {
     pub resource_id: Option<String>,
     /// The tenant id.
     pub tenant_id: String,
+    /// Certificates (DER) IMDSv2 issued for this identity: the token endpoint accepts them as
+    /// its credential over mutual TLS. Clear them to make the token endpoint refuse a
+    /// certificate a client still holds (`invalid_client`).
+    pub certificates: Vec<Vec<u8>>,
 }
 
 impl ManagedIdentity {
@@ -328,6 +335,7 @@ impl ManagedIdentity {
             object_id: object_id.into(),
             resource_id: None,
             tenant_id: tenant_id.into(),
+            certificates: Vec::new(),
         }
     }
 
@@ -344,7 +352,21 @@ impl ManagedIdentity {
             object_id: object_id.into(),
             resource_id: Some(resource_id.into()),
             tenant_id: tenant_id.into(),
+            certificates: Vec::new(),
         }
+    }
+
+    /// The service principal the token endpoint authenticates: the client id, object id and
+    /// tenant, with the IMDSv2-issued certificates as its only credentials.
+    pub(crate) fn service_principal(&self) -> App {
+        let mut app = App::new(self.client_id.clone(), self.tenant_id.clone())
+            .object_id(self.object_id.clone())
+            .display_name(format!("managed identity {}", self.client_id))
+            .delegated_scopes(Vec::<String>::new());
+        for der in &self.certificates {
+            app = app.certificate(der.clone());
+        }
+        app
     }
 }
 
@@ -591,6 +613,35 @@ impl Directory {
     /// Every managed identity.
     pub fn managed_identities(&self) -> Vec<ManagedIdentity> {
         self.read().managed_identities.clone()
+    }
+
+    /// The managed identity with `client_id` (case-insensitive).
+    pub fn managed_identity(&self, client_id: &str) -> Option<ManagedIdentity> {
+        self.read()
+            .managed_identities
+            .iter()
+            .find(|m| m.client_id.eq_ignore_ascii_case(client_id))
+            .cloned()
+    }
+
+    /// Changes a managed identity in place; false when there is none with `client_id`.
+    pub fn update_managed_identity(
+        &self,
+        client_id: &str,
+        change: impl FnOnce(&mut ManagedIdentity),
+    ) -> bool {
+        let mut data = self.write();
+        match data
+            .managed_identities
+            .iter_mut()
+            .find(|m| m.client_id.eq_ignore_ascii_case(client_id))
+        {
+            Some(identity) => {
+                change(identity);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Trusts an external issuer for federated credentials (replaces one with the same issuer).

@@ -21,8 +21,12 @@ pub enum FaultTarget {
     Token,
     /// Protected-resource requests.
     Resource,
-    /// IMDS requests.
+    /// IMDS requests ([`Route::Imds`]: region, IMDS v1 token, IMDSv2).
     Imds,
+    /// The managed identity endpoints of the other hosting environments: App Service, Machine
+    /// Learning, Cloud Shell, Azure Arc and Service Fabric (narrow with [`Fault::when`] and
+    /// [`LoggedRequest::route`]).
+    ManagedIdentity,
     /// OIDC discovery / JWKS / instance discovery.
     Metadata,
     /// Any request.
@@ -36,6 +40,7 @@ impl FaultTarget {
             FaultTarget::Token => route == Route::Token,
             FaultTarget::Resource => route == Route::Resource,
             FaultTarget::Imds => route == Route::Imds,
+            FaultTarget::ManagedIdentity => route.is_hosted_managed_identity(),
             FaultTarget::Metadata => route == Route::Metadata,
         }
     }

@@ -1,17 +1,17 @@
 //! The plain-HTTP listener standing in for IMDS (`169.254.169.254:80` through the resolver map).
 //!
-//! Routing is a table of [`ImdsRoute`]s so the managed-identity endpoints (IMDS v1 token,
-//! `getplatformmetadata`, `issuecredential`) and the other hosts' endpoints (App Service, Arc,
-//! Cloud Shell, Service Fabric, Machine Learning, on their own listeners) slot in beside the
-//! region endpoint. Every answer carries `Server: IMDS/…`, as IMDS does.
+//! Routing is a table of [`ImdsRoute`]s: instance metadata (the region endpoint), the IMDS v1
+//! token endpoint ([`managed_identity`](crate::managed_identity)) and IMDSv2
+//! ([`imds_v2`](crate::imds_v2)). The other hosts' loopback endpoints (App Service, Azure Arc,
+//! Cloud Shell, Machine Learning) share the listener under their own paths and are routed
+//! before this. Every IMDS answer carries `Server: IMDS/…`, as IMDS does.
 
 use serde_json::json;
 
+use crate::log::LoggedRequest;
+use crate::managed_identity::{IMDS_SERVER as SERVER, IMDS_TOKEN_PATH};
 use crate::reply::Reply;
 use crate::state::State;
-
-/// The IMDS `Server` header value.
-const SERVER: &str = "IMDS/150.870.65.1854";
 
 /// A route of the IMDS listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +20,12 @@ pub(crate) enum ImdsRoute {
     InstanceCompute,
     /// `GET /metadata/instance`: compute and network metadata.
     Instance,
+    /// `GET /metadata/identity/oauth2/token`: IMDS v1 managed identity tokens.
+    IdentityToken,
+    /// `GET /metadata/identity/getplatformmetadata`: IMDSv2 platform metadata.
+    PlatformMetadata,
+    /// `POST /metadata/identity/issuecredential`: IMDSv2 certificates.
+    IssueCredential,
     /// Anything else.
     NotFound,
 }
@@ -29,23 +35,10 @@ pub(crate) fn route(path: &str) -> ImdsRoute {
     match path.trim_end_matches('/') {
         "/metadata/instance/compute" => ImdsRoute::InstanceCompute,
         "/metadata/instance" => ImdsRoute::Instance,
+        IMDS_TOKEN_PATH => ImdsRoute::IdentityToken,
+        "/metadata/identity/getplatformmetadata" => ImdsRoute::PlatformMetadata,
+        "/metadata/identity/issuecredential" => ImdsRoute::IssueCredential,
         _ => ImdsRoute::NotFound,
-    }
-}
-
-/// What an IMDS handler needs of a request.
-pub(crate) struct ImdsRequest<'a> {
-    pub(crate) method: &'a str,
-    pub(crate) path: &'a str,
-    pub(crate) query: Option<&'a str>,
-    pub(crate) metadata_header: Option<&'a str>,
-}
-
-impl ImdsRequest<'_> {
-    fn query_value(&self, name: &str) -> Option<String> {
-        url::form_urlencoded::parse(self.query.unwrap_or_default().as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
     }
 }
 
@@ -67,12 +60,12 @@ fn valid_api_version(v: &str) -> bool {
 }
 
 /// Checks what every instance-metadata request needs: GET, `Metadata: true`, a valid api-version.
-fn preflight(req: &ImdsRequest<'_>) -> Result<(), Reply> {
+fn preflight(req: &LoggedRequest) -> Result<(), Reply> {
     if !req.method.eq_ignore_ascii_case("GET") {
         return Err(imds_reply(405, &json!({ "error": "Method not allowed" })));
     }
     if !req
-        .metadata_header
+        .header("metadata")
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     {
         return Err(imds_reply(
@@ -108,15 +101,15 @@ fn compute(state: &State) -> serde_json::Value {
         "provider": "Microsoft.Compute",
         "resourceGroupName": "fic-emulator",
         "subscriptionId": "00000000-0000-0000-0000-000000000000",
-        "vmId": "00000000-0000-0000-0000-0000000000f1",
+        "vmId": state.settings().vm_id,
         "vmSize": "Standard_D2s_v5",
         "zone": "",
     })
 }
 
 /// Answers a request to the IMDS listener.
-pub(crate) fn respond(state: &State, req: &ImdsRequest<'_>) -> Reply {
-    match route(req.path) {
+pub(crate) fn respond(state: &State, req: &LoggedRequest) -> Reply {
+    match route(&req.path) {
         ImdsRoute::InstanceCompute => match preflight(req) {
             Err(reply) => reply,
             Ok(()) => imds_reply(200, &compute(state)),
@@ -131,6 +124,9 @@ pub(crate) fn respond(state: &State, req: &ImdsRequest<'_>) -> Reply {
                 }),
             ),
         },
+        ImdsRoute::IdentityToken => crate::managed_identity::imds_token(state, req),
+        ImdsRoute::PlatformMetadata => crate::imds_v2::platform_metadata(state, req),
+        ImdsRoute::IssueCredential => crate::imds_v2::issue_credential(state, req),
         ImdsRoute::NotFound => imds_reply(404, &json!({ "error": "Not found" })),
     }
 }
@@ -147,8 +143,9 @@ mod tests {
         );
         assert_eq!(
             route("/metadata/identity/oauth2/token"),
-            ImdsRoute::NotFound
+            ImdsRoute::IdentityToken
         );
+        assert_eq!(route("/metadata/identity/other"), ImdsRoute::NotFound);
         assert!(valid_api_version("2021-02-01"));
         assert!(!valid_api_version("2021-2-01"));
         assert!(!valid_api_version("latest"));

@@ -5,11 +5,14 @@
 //! object id, or the FMI subject), `tid`, `uti`, `ver` = `2.0`, and when they apply `roles`,
 //! `cnf` = `{"x5t#S256": …}` (mtls_pop), `fmi_path` (FMI tokens) and `xms_cc` (client
 //! capabilities from `claims`). User tokens have `idtyp` = `user`, `scp`, `name`,
-//! `preferred_username`, the user's `oid` and a pairwise `sub`.
+//! `preferred_username`, the user's `oid` and a pairwise `sub`. Managed identity tokens are app
+//! tokens of the identity: `appid` = `azp` = its client id, `sub` = `oid` = its object id,
+//! `idtyp` = `app`, `xms_mirid` = its resource id (the VM's for the system-assigned identity),
+//! issued by the public cloud's v2.0 issuer of its tenant.
 
 use serde_json::{json, Map, Value};
 
-use crate::directory::{App, User};
+use crate::directory::{App, ManagedIdentity, User};
 use crate::hosts::Cloud;
 use crate::settings::Settings;
 use crate::state::State;
@@ -107,6 +110,53 @@ pub(crate) fn app_access_token(state: &State, spec: &AppToken<'_>) -> (String, u
         claims.insert("xms_cc".into(), cc.clone());
     }
     (state.key.sign("JWT", &claims), lifetime)
+}
+
+/// What a managed identity access token is for.
+pub(crate) struct ManagedIdentityToken<'a> {
+    pub(crate) identity: &'a ManagedIdentity,
+    pub(crate) resource: &'a str,
+    /// `x5t#S256` of the binding certificate (IMDSv2 mtls_pop tokens).
+    pub(crate) cnf: Option<&'a str>,
+    pub(crate) lifetime: u64,
+    /// `xms_cc` from the `claims` of an IMDSv2 token request.
+    pub(crate) client_capabilities: Option<&'a Value>,
+}
+
+/// Mints a managed identity's access token.
+pub(crate) fn managed_identity_access_token(
+    state: &State,
+    spec: &ManagedIdentityToken<'_>,
+) -> String {
+    let mi = spec.identity;
+    let mut claims = base_claims(
+        state,
+        Cloud::Public,
+        &mi.tenant_id,
+        spec.resource,
+        spec.lifetime,
+    );
+    claims.insert("appid".into(), json!(mi.client_id));
+    claims.insert("appidacr".into(), json!("2"));
+    claims.insert("azp".into(), json!(mi.client_id));
+    claims.insert("azpacr".into(), json!("2"));
+    claims.insert("idtyp".into(), json!("app"));
+    claims.insert("oid".into(), json!(mi.object_id));
+    claims.insert("sub".into(), json!(mi.object_id));
+    claims.insert(
+        "xms_mirid".into(),
+        json!(mi
+            .resource_id
+            .as_deref()
+            .unwrap_or(crate::managed_identity::VM_RESOURCE_ID)),
+    );
+    if let Some(thumbprint) = spec.cnf {
+        claims.insert("cnf".into(), json!({ "x5t#S256": thumbprint }));
+    }
+    if let Some(cc) = spec.client_capabilities {
+        claims.insert("xms_cc".into(), cc.clone());
+    }
+    state.key.sign("JWT", &claims)
 }
 
 /// What a user access token is for.

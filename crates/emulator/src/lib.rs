@@ -141,6 +141,43 @@
 //! `WWW-Authenticate`. The IMDS listener answers `GET /metadata/instance/compute` (needs
 //! `Metadata: true` and an `api-version`) with the configured `location`.
 //!
+//! ## Managed identity
+//!
+//! Register the host's identities with [`EmulatorBuilder::managed_identity`]: the first
+//! system-assigned one is the host's own, user-assigned ones are named by client id, object id
+//! or resource id. Every hosting environment's endpoint is served ([`ManagedIdentitySource`]):
+//!
+//! | source | endpoint | log route |
+//! |---|---|---|
+//! | IMDS v1 | `http://169.254.169.254/metadata/identity/oauth2/token` | [`Route::Imds`] |
+//! | IMDSv2 | `…/metadata/identity/getplatformmetadata`, `…/issuecredential`, then the token endpoint over mTLS | [`Route::Imds`], [`Route::Token`] |
+//! | App Service | `http://127.0.0.1:<IMDS port>/msi/token` | [`Route::AppService`] |
+//! | Machine Learning | `http://127.0.0.1:<IMDS port>/machine-learning/msi/token` | [`Route::MachineLearning`] |
+//! | Cloud Shell | `http://127.0.0.1:<IMDS port>/cloud-shell/oauth2/token` | [`Route::CloudShell`] |
+//! | Azure Arc | `http://127.0.0.1:<IMDS port>/azure-arc/metadata/identity/oauth2/token`, or the agent's default `http://127.0.0.1:40342/…` mapped to the IMDS listener | [`Route::AzureArc`] |
+//! | Service Fabric | `https://10.0.0.4:2377/metadata/identity/oauth2/token` through the resolver map (own listener, self-signed certificate) | [`Route::ServiceFabric`] |
+//!
+//! [`EmulatorHandle::managed_identity_environment`] gives the variables each host sets
+//! (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`, `IDENTITY_SERVER_THUMBPRINT`, `MSI_ENDPOINT`,
+//! `MSI_SECRET`, …). Each endpoint checks what the real one does (`Metadata: true`, the secret
+//! header, the api-version, the identity parameters the source takes, the resource) and answers
+//! errors in that source's shape. Azure Arc first answers 401 with
+//! `WWW-Authenticate: Basic realm=<file>` after writing a fresh secret to a `.key` file in its
+//! token directory ([`EmulatorBuilder::azure_arc_token_directory`]); the secret is accepted once.
+//! Tokens are the emulator's JWTs for the identity (`sub` = `oid` = its object id, `appid` = its
+//! client id, issuer `https://login.microsoftonline.com/{tid}/v2.0`), so they work at the
+//! protected resource and as Leg 1 of FIC for an app whose federated credential names the
+//! identity's object id.
+//!
+//! IMDSv2 verifies the CSR (PKCS#10, RSASSA-PSS/SHA-256 by the request's own key, subject
+//! `CN=<clientId>, DC=<tenantId>`, the `cuId` attribute `1.3.6.1.4.1.311.90.2.10` with this VM's
+//! `vmId`), issues a certificate for its key from the emulator CA (7 days) and registers it on
+//! the identity ([`ManagedIdentity::certificates`]); the token endpoint on an mtlsauth host then
+//! accepts the identity's client id with that TLS certificate and `token_type=mtls_pop`, and
+//! nothing else (`invalid_client` for an unknown certificate). [`EmulatorBuilder::imds_v1_only`]
+//! makes a host without IMDSv2. Faults: [`FaultTarget::Imds`] for IMDS, [`FaultTarget::ManagedIdentity`]
+//! for the other hosts' endpoints, [`FaultTarget::Token`] for the IMDSv2 token leg.
+//!
 //! ## Errors
 //!
 //! Errors use Entra's body (`error`, `error_description` starting `AADSTS<code>:`,
@@ -153,14 +190,18 @@
 
 mod aadsts;
 mod client_auth;
+mod csr;
+mod der;
 mod directory;
 mod faults;
 mod hosts;
 mod imds;
+mod imds_v2;
 mod issue;
 mod jwt;
 mod keys;
 mod log;
+mod managed_identity;
 mod metadata;
 mod reply;
 mod resource;
@@ -172,8 +213,10 @@ mod token;
 mod util;
 mod x509;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
 
 use fic_oauth_core::time::{Clock, SystemClock};
@@ -190,6 +233,7 @@ pub use directory::{
 pub use faults::{Fault, FaultAction, FaultId, FaultPredicate, FaultTarget, Faults};
 pub use hosts::Cloud;
 pub use log::{Listener, LoggedRequest, RequestLog, Route};
+pub use managed_identity::{ManagedIdentitySource, AZURE_ARC_HOST_PORT, SERVICE_FABRIC_HOST_PORT};
 pub use settings::{RefreshIn, Settings};
 pub use tls::{CertificateAuthority, IssuedCertificate};
 pub use x509::{thumbprint_s256, thumbprint_sha1};
@@ -229,7 +273,7 @@ use state::State;
 /// | 70000 | `invalid_grant` | 400 | unknown, reused (rotation) or foreign refresh token |
 /// | 700082 | `invalid_grant` | 400 | expired refresh token |
 ///
-/// Where no public code was found, the emulator uses its own codes, 999001 to 999011 (below).
+/// Where no public code was found, the emulator uses its own codes, 999001 to 999012 (below).
 pub mod codes {
     /// A required parameter is missing.
     pub const MISSING_PARAMETER: u32 = 900_144;
@@ -310,6 +354,10 @@ pub mod codes {
     pub const EMU_INVALID_CLAIMS: u32 = 999_010;
     /// Emulator: the request body is too large (`invalid_request`).
     pub const EMU_MALFORMED_REQUEST: u32 = 999_011;
+    /// Emulator: a managed identity at the token endpoint without its IMDSv2 certificate over
+    /// mutual TLS (a secret, an assertion, no `token_type=mtls_pop`; `invalid_client`), or with
+    /// a grant other than `client_credentials` (`unauthorized_client`).
+    pub const EMU_MANAGED_IDENTITY_CREDENTIAL: u32 = 999_012;
 }
 
 /// Why the emulator could not start or a configuration was refused.
@@ -379,6 +427,7 @@ pub struct EmulatorBuilder {
     settings: Settings,
     signing_key: Option<Vec<u8>>,
     default_resources: bool,
+    arc_token_directory: Option<PathBuf>,
 }
 
 impl fmt::Debug for EmulatorBuilder {
@@ -388,6 +437,7 @@ impl fmt::Debug for EmulatorBuilder {
             .field("directory", &self.directory)
             .field("settings", &self.settings)
             .field("default_resources", &self.default_resources)
+            .field("arc_token_directory", &self.arc_token_directory)
             .finish_non_exhaustive()
     }
 }
@@ -400,6 +450,7 @@ impl Default for EmulatorBuilder {
             settings: Settings::default(),
             signing_key: None,
             default_resources: true,
+            arc_token_directory: None,
         }
     }
 }
@@ -489,6 +540,44 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Makes the host "IMDS v1 only": IMDSv2 (`getplatformmetadata`, `issuecredential`)
+    /// answers 404.
+    #[must_use]
+    pub fn imds_v1_only(mut self) -> Self {
+        self.settings.imds_v2 = false;
+        self
+    }
+
+    /// Sets the VM id (`vmId`) IMDS reports and IMDSv2 CSRs must carry.
+    #[must_use]
+    pub fn vm_id(mut self, vm_id: impl Into<String>) -> Self {
+        self.settings.vm_id = vm_id.into();
+        self
+    }
+
+    /// Puts the VM in a scale set with this id (`vmssId`).
+    #[must_use]
+    pub fn vmss_id(mut self, vmss_id: impl Into<String>) -> Self {
+        self.settings.vmss_id = Some(vmss_id.into());
+        self
+    }
+
+    /// Where the Azure Arc endpoint writes its challenge files (the agent's
+    /// `/var/opt/azcmagent/tokens/`). Default: a directory of the emulator's own under the
+    /// system temporary directory, removed when the emulator stops.
+    #[must_use]
+    pub fn azure_arc_token_directory(mut self, directory: impl Into<PathBuf>) -> Self {
+        self.arc_token_directory = Some(directory.into());
+        self
+    }
+
+    /// Sets the lifetime of the tokens the managed identity endpoints issue.
+    #[must_use]
+    pub fn managed_identity_token_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.settings.managed_identity_token_lifetime = lifetime;
+        self
+    }
+
     /// Signs tokens with this RSA key (PKCS#8 DER) instead of the process-wide generated one.
     #[must_use]
     pub fn signing_key_pkcs8_der(mut self, der: impl Into<Vec<u8>>) -> Self {
@@ -496,7 +585,7 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Binds the HTTPS and IMDS listeners on `127.0.0.1:0` and starts serving.
+    /// Binds the HTTPS, IMDS and Service Fabric listeners on `127.0.0.1:0` and starts serving.
     pub async fn start(self) -> Result<EmulatorHandle, Error> {
         if self.default_resources {
             let known = self.directory.resources();
@@ -513,30 +602,44 @@ impl EmulatorBuilder {
             names.extend(resource.hosts.iter().cloned());
         }
         let config = tls::server_config(ca.clone(), names)?;
+        let (service_fabric_config, service_fabric_der) = tls::service_fabric_config()?;
         let https = TcpListener::bind(("127.0.0.1", 0)).await?;
         let imds = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let service_fabric = TcpListener::bind(("127.0.0.1", 0)).await?;
         let https_addr = https.local_addr()?;
         let imds_addr = imds.local_addr()?;
+        let service_fabric_addr = service_fabric.local_addr()?;
         let state = Arc::new(State::new(
             self.clock,
             self.directory,
             self.settings,
             key,
             ca,
+            managed_identity::Hosted::new(self.arc_token_directory),
         ));
         let tasks = vec![
             tokio::spawn(server::serve_https(
                 https,
                 TlsAcceptor::from(Arc::new(config)),
                 state.clone(),
+                Listener::Https,
             ))
             .abort_handle(),
             tokio::spawn(server::serve_imds(imds, state.clone())).abort_handle(),
+            tokio::spawn(server::serve_https(
+                service_fabric,
+                TlsAcceptor::from(Arc::new(service_fabric_config)),
+                state.clone(),
+                Listener::ServiceFabric,
+            ))
+            .abort_handle(),
         ];
         Ok(EmulatorHandle {
             state,
             https_addr,
             imds_addr,
+            service_fabric_addr,
+            service_fabric_thumbprint: x509::thumbprint_sha1_hex(&service_fabric_der),
             tasks,
         })
     }
@@ -547,6 +650,8 @@ pub struct EmulatorHandle {
     state: Arc<State>,
     https_addr: SocketAddr,
     imds_addr: SocketAddr,
+    service_fabric_addr: SocketAddr,
+    service_fabric_thumbprint: String,
     tasks: Vec<AbortHandle>,
 }
 
@@ -555,6 +660,7 @@ impl fmt::Debug for EmulatorHandle {
         f.debug_struct("EmulatorHandle")
             .field("https_addr", &self.https_addr)
             .field("imds_addr", &self.imds_addr)
+            .field("service_fabric_addr", &self.service_fabric_addr)
             .finish_non_exhaustive()
     }
 }
@@ -564,6 +670,7 @@ impl Drop for EmulatorHandle {
         for task in &self.tasks {
             task.abort();
         }
+        self.state.hosted.clean_up();
     }
 }
 
@@ -599,7 +706,14 @@ impl EmulatorHandle {
     /// The resolver map for the client transport's override: `host:port` patterns (a host may
     /// start with `*.`, meaning any name ending in the rest) and where to connect instead. Every
     /// identity host of every cloud and every resource host at `:443` go to the HTTPS listener,
-    /// `169.254.169.254:80` to the IMDS listener.
+    /// `169.254.169.254:80` to the IMDS listener, [`SERVICE_FABRIC_HOST_PORT`] to the Service
+    /// Fabric listener.
+    ///
+    /// Azure Arc's default endpoint [`AZURE_ARC_HOST_PORT`] (`127.0.0.1:40342`) is not in the
+    /// map: an override of a loopback address would, in transports that override by host only,
+    /// capture every other loopback endpoint too. To test a client that uses that default, add
+    /// `(AZURE_ARC_HOST_PORT, imds_addr())` to its transport's overrides yourself (the IMDS
+    /// listener serves Azure Arc for `Host: 127.0.0.1:40342`).
     pub fn resolver_map(&self) -> Vec<(String, SocketAddr)> {
         let mut map: Vec<(String, SocketAddr)> = hosts::identity_host_patterns()
             .into_iter()
@@ -614,6 +728,10 @@ impl EmulatorHandle {
             }
         }
         map.push((IMDS_HOST_PORT.to_owned(), self.imds_addr));
+        map.push((
+            SERVICE_FABRIC_HOST_PORT.to_owned(),
+            self.service_fabric_addr,
+        ));
         map
     }
 
@@ -669,6 +787,136 @@ impl EmulatorHandle {
     /// The `kid` of the token-signing key.
     pub fn signing_key_id(&self) -> String {
         self.state.key.kid.clone()
+    }
+
+    /// The Service Fabric listener (HTTPS with a self-signed certificate; reached as
+    /// [`SERVICE_FABRIC_HOST_PORT`] through the resolver map).
+    pub fn service_fabric_addr(&self) -> SocketAddr {
+        self.service_fabric_addr
+    }
+
+    /// The upper-case hexadecimal SHA-1 of the Service Fabric endpoint's certificate
+    /// (`IDENTITY_SERVER_THUMBPRINT`).
+    pub fn service_fabric_thumbprint(&self) -> &str {
+        &self.service_fabric_thumbprint
+    }
+
+    /// Where `source`'s managed identity endpoint is, as its environment variable holds it:
+    /// `http://169.254.169.254/metadata/identity/oauth2/token` (IMDS, through the resolver
+    /// map), `http://127.0.0.1:<IMDS listener port>/…` for App Service, Machine Learning, Cloud
+    /// Shell and Azure Arc, `https://10.0.0.4:2377/metadata/identity/oauth2/token` for Service
+    /// Fabric (through the resolver map).
+    pub fn managed_identity_endpoint(&self, source: ManagedIdentitySource) -> String {
+        let local = |path: &str| format!("http://127.0.0.1:{}{path}", self.imds_addr.port());
+        match source {
+            ManagedIdentitySource::Imds => {
+                format!(
+                    "http://169.254.169.254{}",
+                    managed_identity::IMDS_TOKEN_PATH
+                )
+            }
+            ManagedIdentitySource::AppService => local(managed_identity::APP_SERVICE_PATH),
+            ManagedIdentitySource::MachineLearning => {
+                local(managed_identity::MACHINE_LEARNING_PATH)
+            }
+            ManagedIdentitySource::CloudShell => local(managed_identity::CLOUD_SHELL_PATH),
+            ManagedIdentitySource::AzureArc => local(managed_identity::AZURE_ARC_PATH),
+            ManagedIdentitySource::ServiceFabric => format!(
+                "https://{SERVICE_FABRIC_HOST_PORT}{}",
+                managed_identity::SERVICE_FABRIC_PATH
+            ),
+        }
+    }
+
+    /// The secret `source`'s endpoint checks: `IDENTITY_HEADER` of App Service and Service
+    /// Fabric, `MSI_SECRET` of Machine Learning; none for the others (Azure Arc's secrets are
+    /// its challenge files).
+    pub fn managed_identity_secret(&self, source: ManagedIdentitySource) -> Option<String> {
+        let hosted = &self.state.hosted;
+        match source {
+            ManagedIdentitySource::AppService => Some(hosted.app_service_secret.clone()),
+            ManagedIdentitySource::MachineLearning => Some(hosted.machine_learning_secret.clone()),
+            ManagedIdentitySource::ServiceFabric => Some(hosted.service_fabric_secret.clone()),
+            _ => None,
+        }
+    }
+
+    /// The environment variables a process on a `source` host sees: none for IMDS;
+    /// `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` (App Service); those and
+    /// `IDENTITY_SERVER_THUMBPRINT` (Service Fabric); `MSI_ENDPOINT`, `MSI_SECRET` and
+    /// `DEFAULT_IDENTITY_CLIENT_ID` (Machine Learning, the last when a system-assigned identity is
+    /// registered); `MSI_ENDPOINT` (Cloud Shell); `IDENTITY_ENDPOINT` and `IMDS_ENDPOINT`
+    /// (Azure Arc).
+    ///
+    /// ```
+    /// use fic_emulator::{Emulator, ManagedIdentitySource};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fic_emulator::Error> {
+    /// let emulator = Emulator::builder().start().await?;
+    /// let env = emulator.managed_identity_environment(ManagedIdentitySource::AppService);
+    /// let port = emulator.imds_addr().port();
+    /// assert_eq!(env["IDENTITY_ENDPOINT"], format!("http://127.0.0.1:{port}/msi/token"));
+    /// assert_eq!(
+    ///     Some(env["IDENTITY_HEADER"].clone()),
+    ///     emulator.managed_identity_secret(ManagedIdentitySource::AppService)
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn managed_identity_environment(
+        &self,
+        source: ManagedIdentitySource,
+    ) -> HashMap<String, String> {
+        let mut env = HashMap::new();
+        let endpoint = self.managed_identity_endpoint(source);
+        let secret = self.managed_identity_secret(source).unwrap_or_default();
+        let mut set = |name: &str, value: String| {
+            env.insert(name.to_owned(), value);
+        };
+        match source {
+            ManagedIdentitySource::Imds => {}
+            ManagedIdentitySource::AppService => {
+                set("IDENTITY_ENDPOINT", endpoint);
+                set("IDENTITY_HEADER", secret);
+            }
+            ManagedIdentitySource::ServiceFabric => {
+                set("IDENTITY_ENDPOINT", endpoint);
+                set("IDENTITY_HEADER", secret);
+                set(
+                    "IDENTITY_SERVER_THUMBPRINT",
+                    self.service_fabric_thumbprint.clone(),
+                );
+            }
+            ManagedIdentitySource::MachineLearning => {
+                set("MSI_ENDPOINT", endpoint);
+                set("MSI_SECRET", secret);
+                if let Some(system) = self
+                    .state
+                    .directory
+                    .managed_identities()
+                    .into_iter()
+                    .find(|m| m.kind == ManagedIdentityKind::SystemAssigned)
+                {
+                    set("DEFAULT_IDENTITY_CLIENT_ID", system.client_id);
+                }
+            }
+            ManagedIdentitySource::CloudShell => set("MSI_ENDPOINT", endpoint),
+            ManagedIdentitySource::AzureArc => {
+                set("IDENTITY_ENDPOINT", endpoint);
+                set(
+                    "IMDS_ENDPOINT",
+                    format!("http://127.0.0.1:{}", self.imds_addr.port()),
+                );
+            }
+        }
+        env
+    }
+
+    /// The directory the Azure Arc endpoint writes its challenge files to (give it to the
+    /// client as its Arc token directory).
+    pub fn azure_arc_token_directory(&self) -> &Path {
+        &self.state.hosted.arc_directory
     }
 
     /// Stops the emulator (same as dropping the handle).

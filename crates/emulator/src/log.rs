@@ -14,8 +14,11 @@ use bytes::Bytes;
 pub enum Listener {
     /// The HTTPS listener (login, regional, mtlsauth and resource hosts).
     Https,
-    /// The plain-HTTP IMDS listener (`169.254.169.254:80`).
+    /// The plain-HTTP IMDS listener (`169.254.169.254:80`), which also serves the loopback
+    /// managed identity endpoints of App Service, Azure Arc, Cloud Shell and Machine Learning.
     Imds,
+    /// The Service Fabric managed identity listener (HTTPS, self-signed certificate).
+    ServiceFabric,
 }
 
 /// What a request was routed to.
@@ -28,10 +31,36 @@ pub enum Route {
     Metadata,
     /// The protected resource (any path on a resource host).
     Resource,
-    /// Any route of the IMDS listener.
+    /// IMDS (`169.254.169.254`): instance metadata, the IMDS v1 token endpoint, IMDSv2
+    /// `getplatformmetadata` and `issuecredential`, and unknown paths of the IMDS listener.
     Imds,
+    /// The App Service managed identity endpoint (`IDENTITY_ENDPOINT`, on the IMDS listener).
+    AppService,
+    /// The Azure Machine Learning managed identity endpoint (`MSI_ENDPOINT`, on the IMDS listener).
+    MachineLearning,
+    /// The Cloud Shell managed identity endpoint (`MSI_ENDPOINT`, on the IMDS listener).
+    CloudShell,
+    /// The Azure Arc managed identity endpoint (`IDENTITY_ENDPOINT`, on the IMDS listener).
+    AzureArc,
+    /// The Service Fabric managed identity endpoint (its own HTTPS listener).
+    ServiceFabric,
     /// Nothing answers there (404).
     NotFound,
+}
+
+impl Route {
+    /// True for the managed identity endpoints of the hosting environments other than IMDS
+    /// (App Service, Machine Learning, Cloud Shell, Azure Arc, Service Fabric).
+    pub fn is_hosted_managed_identity(self) -> bool {
+        matches!(
+            self,
+            Route::AppService
+                | Route::MachineLearning
+                | Route::CloudShell
+                | Route::AzureArc
+                | Route::ServiceFabric
+        )
+    }
 }
 
 /// One request and the status it got.
@@ -99,6 +128,13 @@ impl LoggedRequest {
     /// True for token-endpoint requests.
     pub fn is_token_request(&self) -> bool {
         self.route == Route::Token
+    }
+
+    /// The query parameters, decoded, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(self.query.as_deref().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect()
     }
 }
 
@@ -177,6 +213,16 @@ impl RequestLog {
     /// Requests to the IMDS listener.
     pub fn imds_requests(&self) -> Vec<LoggedRequest> {
         self.filter(|e| e.listener == Listener::Imds)
+    }
+
+    /// Requests routed to `route`.
+    pub fn route_requests(&self, route: Route) -> Vec<LoggedRequest> {
+        self.filter(|e| e.route == route)
+    }
+
+    /// Requests to IMDS whose path is `path` (`/metadata/identity/issuecredential`, …).
+    pub fn imds_path_requests(&self, path: &str) -> Vec<LoggedRequest> {
+        self.filter(|e| e.route == Route::Imds && e.path == path)
     }
 
     /// Discovery / JWKS requests.

@@ -19,8 +19,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::aadsts::AadError;
 use crate::faults::FaultAction;
 use crate::hosts::{classify, Cloud, HostKind};
-use crate::imds::{self, ImdsRequest};
+use crate::imds;
 use crate::log::{Listener, LoggedRequest, Route};
+use crate::managed_identity::{self, IMDS_SERVER};
 use crate::metadata;
 use crate::reply::Reply;
 use crate::resource::{self, ResourceRequest};
@@ -51,7 +52,13 @@ impl fmt::Display for DropConnection {
 impl std::error::Error for DropConnection {}
 
 /// Accepts TLS connections until the task is aborted (which aborts every connection too).
-pub(crate) async fn serve_https(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<State>) {
+/// `kind` is [`Listener::Https`] or [`Listener::ServiceFabric`].
+pub(crate) async fn serve_https(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+    kind: Listener,
+) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -68,7 +75,7 @@ pub(crate) async fn serve_https(listener: TcpListener, acceptor: TlsAcceptor, st
             };
             let (_, session) = tls.get_ref();
             let connection = Arc::new(Connection {
-                listener: Listener::Https,
+                listener: kind,
                 sni: session.server_name().map(str::to_owned),
                 peer: session.peer_certificates().and_then(|chain| {
                     PeerCertificate::new(chain.iter().map(|c| c.to_vec()).collect())
@@ -148,6 +155,8 @@ enum Target {
     },
     Resource(crate::directory::Resource),
     Imds,
+    /// A hosted managed identity endpoint (App Service, Azure Arc, …): its route.
+    ManagedIdentity(Route),
     NotFound,
 }
 
@@ -158,14 +167,28 @@ impl Target {
             Target::Metadata { .. } => Route::Metadata,
             Target::Resource(_) => Route::Resource,
             Target::Imds => Route::Imds,
+            Target::ManagedIdentity(route) => *route,
             Target::NotFound => Route::NotFound,
         }
     }
 }
 
-fn target(state: &State, listener: Listener, host: &str, path: &str) -> Target {
-    if listener == Listener::Imds {
-        return Target::Imds;
+fn target(
+    state: &State,
+    listener: Listener,
+    host: &str,
+    host_header: Option<&str>,
+    path: &str,
+) -> Target {
+    match listener {
+        Listener::Imds => {
+            return match managed_identity::plain_route(path, host_header) {
+                Route::Imds => Target::Imds,
+                route => Target::ManagedIdentity(route),
+            }
+        }
+        Listener::ServiceFabric => return Target::ManagedIdentity(Route::ServiceFabric),
+        Listener::Https => {}
     }
     let (cloud, mtls) = match classify(host) {
         HostKind::Login { cloud, .. } => (cloud, false),
@@ -273,6 +296,10 @@ fn fault_reply(
                     "server_error",
                     "There was an error issuing a token or an issue with our sign-in service.",
                 ),
+                401 => (
+                    "invalid_client",
+                    "The client credential was refused by an injected fault.",
+                ),
                 _ => (
                     "invalid_request",
                     "The request was refused by an injected fault.",
@@ -293,6 +320,9 @@ fn fault_reply(
     };
     if let Some(retry_after) = retry_after {
         reply = reply.header("retry-after", retry_after);
+    }
+    if route == Route::Imds {
+        reply = reply.header("server", IMDS_SERVER);
     }
     reply
 }
@@ -334,7 +364,11 @@ async fn handle(
         Vec::new()
     };
     let path = parts.uri.path().to_owned();
-    let target = target(state, connection.listener, &host, &path);
+    let host_header = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let target = target(state, connection.listener, &host, host_header, &path);
     let mut entry = LoggedRequest {
         id: state.log.next_id(),
         at: state.now(),
@@ -384,11 +418,14 @@ async fn handle(
             return Ok(to_response(reply));
         }
         Some(FaultAction::MalformedBody) => {
-            let reply = Reply::raw(
+            let mut reply = Reply::raw(
                 200,
                 "application/json; charset=utf-8",
                 "{\"token_type\":\"Bearer\",\"access_token\":\"eyJ0eXAi",
             );
+            if entry.route == Route::Imds {
+                reply = reply.header("server", IMDS_SERVER);
+            }
             entry.status = Some(200);
             state.log.push(entry);
             return Ok(to_response(reply));
@@ -454,15 +491,8 @@ async fn handle(
                     peer: connection.peer.as_ref(),
                 },
             ),
-            Target::Imds => imds::respond(
-                state,
-                &ImdsRequest {
-                    method: &entry.method,
-                    path: &path,
-                    query: entry.query.as_deref(),
-                    metadata_header: entry.header("metadata"),
-                },
-            ),
+            Target::Imds => imds::respond(state, &entry),
+            Target::ManagedIdentity(route) => managed_identity::respond(state, *route, &entry),
             Target::NotFound => Reply::json(
                 404,
                 &json!({

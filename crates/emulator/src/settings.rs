@@ -1,4 +1,5 @@
-//! Tunable behaviour: token lifetimes, `refresh_in`, clock skew, the IMDS region.
+//! Tunable behaviour: token lifetimes, `refresh_in`, clock skew, the IMDS region, the VM the
+//! managed identity endpoints describe.
 
 use std::time::Duration;
 
@@ -44,8 +45,23 @@ pub struct Settings {
     /// Whether client assertions signed with a certificate must carry a `jti` (replays of a
     /// `jti` are always refused). Default true.
     pub require_assertion_jti: bool,
-    /// The `location` the IMDS region endpoint answers. Default `westus3`.
+    /// The `location` the IMDS region endpoint answers (also the region of the IMDSv2
+    /// `mtls_authentication_endpoint`). Default `westus3`.
     pub imds_location: String,
+    /// The VM id (`vmId`) of the emulated host: compute metadata, IMDSv2 platform metadata, and
+    /// what an IMDSv2 CSR's `cuId` must carry. Default `00000000-0000-0000-0000-0000000000f1`.
+    pub vm_id: String,
+    /// The scale set id (`vmssId`) of the emulated host, when it is in one. Default none.
+    pub vmss_id: Option<String>,
+    /// Whether IMDS serves IMDSv2 (`getplatformmetadata`, `issuecredential`); false makes the
+    /// host "IMDS v1 only" (both answer 404). Default true.
+    pub imds_v2: bool,
+    /// Lifetime of the tokens the managed identity endpoints (IMDS v1, App Service, Azure Arc,
+    /// Cloud Shell, Service Fabric, Machine Learning) issue. Default 86 399 s (a day, as IMDS).
+    /// IMDSv2 tokens come from the token endpoint and use `access_token_lifetime`.
+    pub managed_identity_token_lifetime: Duration,
+    /// Validity of the certificates IMDSv2 issues, from the emulator clock. Default 7 days.
+    pub imds_v2_certificate_lifetime: Duration,
 }
 
 impl Default for Settings {
@@ -59,6 +75,11 @@ impl Default for Settings {
             clock_skew: Duration::from_secs(300),
             require_assertion_jti: true,
             imds_location: "westus3".to_owned(),
+            vm_id: "00000000-0000-0000-0000-0000000000f1".to_owned(),
+            vmss_id: None,
+            imds_v2: true,
+            managed_identity_token_lifetime: Duration::from_secs(86_399),
+            imds_v2_certificate_lifetime: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::faults::Faults;
 use crate::hosts::Cloud;
 use crate::keys::SigningKey;
 use crate::log::RequestLog;
+use crate::managed_identity::Hosted;
 use crate::settings::Settings;
 use crate::tls::CertificateAuthority;
 use crate::util::unix;
@@ -36,6 +37,8 @@ pub(crate) struct State {
     pub(crate) faults: Faults,
     pub(crate) key: SigningKey,
     pub(crate) ca: Arc<CertificateAuthority>,
+    /// Secrets and challenge files of the hosted managed identity endpoints.
+    pub(crate) hosted: Hosted,
     jtis: Mutex<HashMap<(String, String), u64>>,
     refresh_tokens: Mutex<HashMap<String, RefreshGrant>>,
 }
@@ -51,6 +54,7 @@ impl State {
         settings: Settings,
         key: SigningKey,
         ca: Arc<CertificateAuthority>,
+        hosted: Hosted,
     ) -> Self {
         Self {
             clock,
@@ -60,6 +64,7 @@ impl State {
             faults: Faults::default(),
             key,
             ca,
+            hosted,
             jtis: Mutex::new(HashMap::new()),
             refresh_tokens: Mutex::new(HashMap::new()),
         }

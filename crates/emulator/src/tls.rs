@@ -133,6 +133,33 @@ impl CertificateAuthority {
         self.issue(&mut params)
     }
 
+    /// Issues a client certificate with this common name for an RSA public key (DER
+    /// `RSAPublicKey`), valid from `not_before` to `not_after` (Unix seconds): the IMDSv2
+    /// certificate of a managed identity. Returns its DER.
+    pub(crate) fn issue_for_rsa_key(
+        &self,
+        common_name: &str,
+        rsa_public_key: &[u8],
+        not_before: u64,
+        not_after: u64,
+    ) -> Result<Vec<u8>, Error> {
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = epoch + std::time::Duration::from_secs(not_before);
+        params.not_after = epoch + std::time::Duration::from_secs(not_after);
+        params.serial_number = Some(SerialNumber::from_slice(&rand_serial()));
+        params.use_authority_key_identifier_extension = true;
+        let key = RsaPublicKeyDer(rsa_public_key.to_vec());
+        let cert = params.signed_by(&key, &self.issuer).map_err(cert_error)?;
+        Ok(cert.der().to_vec())
+    }
+
     /// Issues a client certificate with this common name (ECDSA P-256 key). Register it on an app
     /// by thumbprint, or trust the CA for SN+I with [`App::subject_issuer`](crate::App::subject_issuer).
     pub fn issue_client_certificate(&self, common_name: &str) -> Result<IssuedCertificate, Error> {
@@ -145,6 +172,56 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         self.issue(&mut params)
     }
+}
+
+/// An RSA public key (DER `RSAPublicKey`) to certify: its SPKI is `rsaEncryption` with NULL
+/// parameters.
+struct RsaPublicKeyDer(Vec<u8>);
+
+impl rcgen::PublicKeyData for RsaPublicKeyDer {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_RSA_SHA256
+    }
+}
+
+/// The Service Fabric endpoint's TLS configuration: a self-signed certificate (as a cluster
+/// node's), no client authentication. Returns the configuration and the certificate's DER.
+pub(crate) fn service_fabric_config() -> Result<(ServerConfig, Vec<u8>), Error> {
+    let key = KeyPair::generate().map_err(cert_error)?;
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        crate::managed_identity::SERVICE_FABRIC_HOST_PORT
+            .split(':')
+            .next()
+            .unwrap_or("10.0.0.4")
+            .to_owned(),
+    ])
+    .map_err(cert_error)?;
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "fic-emulator Service Fabric node");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.serial_number = Some(SerialNumber::from_slice(&rand_serial()));
+    let cert = params.self_signed(&key).map_err(cert_error)?;
+    let der = cert.der().to_vec();
+    let provider = provider();
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(cert_error)?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .map_err(cert_error)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((config, der))
 }
 
 fn certified_key(

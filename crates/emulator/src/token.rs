@@ -10,11 +10,11 @@ use crate::client_auth::{
     authenticate, check_times, verify_issued_token, AuthContext, Grant, Signer,
 };
 use crate::codes;
-use crate::directory::{App, Tenant, User};
+use crate::directory::{App, ManagedIdentity, Tenant, User};
 use crate::hosts::Cloud;
 use crate::issue::{
-    app_access_token, client_info, id_token, new_refresh_token, token_response, user_access_token,
-    AppToken, UserToken,
+    app_access_token, client_info, id_token, managed_identity_access_token, new_refresh_token,
+    token_response, user_access_token, AppToken, ManagedIdentityToken, UserToken,
 };
 use crate::jwt;
 use crate::state::{RefreshGrant, State};
@@ -118,9 +118,19 @@ pub(crate) fn handle(
         }
     };
     let client_id = form.required("client_id")?;
-    let app = state
-        .directory
-        .app(client_id)
+    // Not an application: maybe a managed identity, whose service principal authenticates with
+    // the certificates IMDSv2 issued for it.
+    let registered = state.directory.app(client_id);
+    let managed_identity = if registered.is_none() {
+        state
+            .directory
+            .managed_identity(client_id)
+            .filter(|m| m.tenant_id.eq_ignore_ascii_case(&tenant.id))
+    } else {
+        None
+    };
+    let app = registered
+        .or_else(|| managed_identity.as_ref().map(ManagedIdentity::service_principal))
         .filter(|a| a.tenant_id.eq_ignore_ascii_case(&tenant.id))
         .ok_or_else(|| {
             AadError::new(
@@ -159,6 +169,15 @@ pub(crate) fn handle(
             req.host
         )));
     }
+    if managed_identity.is_some() && grant != Grant::ClientCredentials {
+        return Err(AadError::new(
+            codes::EMU_MANAGED_IDENTITY_CREDENTIAL,
+            "unauthorized_client",
+            format!(
+                "The managed identity '{client_id}' can only use grant_type=client_credentials."
+            ),
+        ));
+    }
     if grant != Grant::ClientCredentials && form.get("fmi_path").is_some() {
         return Err(AadError::new(
             codes::EMU_FMI_PATH_NOT_ALLOWED,
@@ -176,6 +195,7 @@ pub(crate) fn handle(
         peer: req.peer,
         pop_requested,
         grant,
+        managed_identity: managed_identity.as_ref(),
     };
     let cnf = if pop_requested && !req.downgrade {
         req.peer.map(|p| p.thumbprint.clone())
@@ -293,6 +313,25 @@ fn client_credentials(
     }
     let capabilities = client_capabilities(form)?;
     let auth = authenticate(ctx, form)?;
+    if let Some(identity) = ctx.managed_identity {
+        let lifetime = state.settings().access_token_lifetime.as_secs();
+        let token = managed_identity_access_token(
+            state,
+            &ManagedIdentityToken {
+                identity,
+                resource: &resource,
+                cnf: issued.cnf,
+                lifetime,
+                client_capabilities: capabilities.as_ref(),
+            },
+        );
+        return Ok(token_response(
+            &state.settings(),
+            issued.token_type,
+            &token,
+            lifetime,
+        ));
+    }
     let (token, lifetime) = app_access_token(
         state,
         &AppToken {

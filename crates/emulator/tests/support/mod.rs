@@ -380,11 +380,25 @@ pub async fn send(
     identity: Option<&Identity>,
 ) -> Result<HttpResponse, String> {
     let (https, host, port, target) = parse_url(url);
+    // Production names through the resolver map; loopback URLs (the managed identity
+    // endpoints of App Service and friends) as they are.
+    let loopback = host
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .filter(std::net::IpAddr::is_loopback)
+        .map(|ip| std::net::SocketAddr::new(ip, port));
     let addr = emulator
         .resolve(&host, port)
+        .or(loopback)
         .ok_or_else(|| format!("the emulator does not serve {host}:{port}"))?;
+    let default_port = if https { 443 } else { 80 };
+    let host_header = if port == default_port {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
     let mut request =
-        format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+        format!("{method} {target} HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n");
     for (name, value) in headers {
         let _ = write!(request, "{name}: {value}\r\n");
     }
