@@ -38,7 +38,7 @@ use fic_examples::{
     ExampleResult, RealTenant, DEFAULT_REGION, EXCHANGE_AUDIENCE, EXCHANGE_SCOPE, GRAPH_SCOPE,
     GRAPH_URL, TENANT,
 };
-use fic_flows::{ClientCredential, ConfidentialClientBuilder, FicLeg1, FicLeg2, TwoLeg};
+use fic_flows::{ConfidentialClientBuilder, FicLeg1, FicLeg2, TwoLeg};
 use fic_managed_identity::{ManagedIdentity, ManagedIdentityId};
 use fic_oauth_core::request::{JWT_BEARER, JWT_POP};
 use fic_oauth_core::{AccessToken, ClientIdentity, TokenCredential, TokenType};
@@ -258,8 +258,7 @@ async fn scenarios_1_and_2(s: &Setup) -> ExampleResult {
         let before = s.env.token_requests().unwrap_or(0);
         let leg1 = s.managed_identity(id.clone())?;
         let leg2_builder = s.leg2_builder().region(&s.region);
-        let mut builder =
-            TwoLeg::builder(leg1.clone(), s.leg2_id.clone()).configure(move |_| leg2_builder);
+        let mut builder = TwoLeg::builder(leg1.clone(), leg2_builder);
         if let Some(cert2) = &s.cert2 {
             builder = builder.binding_certificate(cert2.clone());
         }
@@ -319,13 +318,7 @@ async fn scenarios_1_and_2(s: &Setup) -> ExampleResult {
             .acquire_assertion()
             .await?;
         describe_token("Leg 1 (assertion)", &assertion);
-        let leg2 = FicLeg2::new(
-            s.leg2_builder()
-                .credential(ClientCredential::secret(
-                    "unused: the Leg-1 token is the credential",
-                ))
-                .build()?,
-        );
+        let leg2 = FicLeg2::new(s.leg2_builder())?;
         let token = match &s.cert2 {
             Some(cert2) => {
                 leg2.with_certificate(cert2.clone())
@@ -346,9 +339,7 @@ async fn scenario_3_bearer(s: &Setup) -> ExampleResult {
     step("Scenario 3: CC → CC, Bearer (TwoLeg)");
     let before = s.env.token_requests().unwrap_or(0);
     let leg2_builder = s.leg2_builder();
-    let two_leg = TwoLeg::builder(s.leg1(false)?, s.leg2_id.clone())
-        .configure(move |_| leg2_builder)
-        .build()?;
+    let two_leg = TwoLeg::builder(s.leg1(false)?, leg2_builder).build()?;
     let token = two_leg.acquire_token([s.scope.as_str()]).await?;
     describe_token("Leg 2 token", &token);
     ensure(token.token_type == TokenType::Bearer, "not a Bearer token")?;
@@ -391,8 +382,7 @@ async fn scenario_3_bearer(s: &Setup) -> ExampleResult {
 async fn scenario_3_pop(s: &Setup, cert2: &ClientIdentity) -> ExampleResult {
     step("Scenario 3: CC → CC with PoP on Leg 2 (TwoLeg + binding_certificate(cert2))");
     let leg2_builder = s.leg2_builder();
-    let two_leg = TwoLeg::builder(s.leg1(false)?, s.leg2_id.clone())
-        .configure(move |_| leg2_builder)
+    let two_leg = TwoLeg::builder(s.leg1(false)?, leg2_builder)
         .binding_certificate(cert2.clone())
         .build()?;
     let token = two_leg
@@ -431,9 +421,7 @@ async fn scenario_3_pop(s: &Setup, cert2: &ClientIdentity) -> ExampleResult {
 async fn scenario_4(s: &Setup) -> ExampleResult {
     step("Scenario 4: CC (PoP) → CC (PoP) (TwoLeg, Leg 1 .mtls_pop(true))");
     let leg2_builder = s.leg2_builder();
-    let two_leg = TwoLeg::builder(s.leg1(true)?, s.leg2_id.clone())
-        .configure(move |_| leg2_builder)
-        .build()?;
+    let two_leg = TwoLeg::builder(s.leg1(true)?, leg2_builder).build()?;
     let token = two_leg
         .acquire_token([s.scope.as_str()])
         .with_mtls_pop()
@@ -471,13 +459,9 @@ async fn by_hand(s: &Setup) -> ExampleResult {
         say(format!("assertion aud = {}", claims["aud"]));
     }
 
-    // FicLeg2Exchanger.Create(clientId, tenantId, cert2). Its own credential is ignored: the
-    // Leg-1 token is the credential.
-    let leg2_credential = match &s.cert2 {
-        Some(cert2) => ClientCredential::certificate(cert2.clone()),
-        None => ClientCredential::secret("unused: the Leg-1 token is the credential"),
-    };
-    let leg2 = FicLeg2::new(s.leg2_builder().credential(leg2_credential).build()?);
+    // FicLeg2Exchanger.Create(clientId, tenantId, cert2): the Leg-1 token is the credential,
+    // cert2 the binding certificate.
+    let leg2 = FicLeg2::new(s.leg2_builder())?;
     if let Some(cert2) = &s.cert2 {
         let token = leg2
             .clone()
@@ -501,16 +485,10 @@ async fn by_hand(s: &Setup) -> ExampleResult {
     let leg1 = FicLeg1::new(s.leg1(true)?);
     let assertion = leg1.acquire_assertion().await?;
     describe_token("Leg 1 (assertion, PoP)", &assertion);
-    let token = FicLeg2::new(
-        s.leg2_builder()
-            .credential(ClientCredential::secret(
-                "unused: the Leg-1 token is the credential",
-            ))
-            .build()?,
-    )
-    .exchange(&assertion, [s.scope.as_str()])?
-    .with_mtls_pop()
-    .await?;
+    let token = FicLeg2::new(s.leg2_builder())?
+        .exchange(&assertion, [s.scope.as_str()])?
+        .with_mtls_pop()
+        .await?;
     describe_token("Leg 2 (PoP)", &token);
     ensure(
         token.binding_thumbprint() == Some(s.cert1.thumbprint_s256()),

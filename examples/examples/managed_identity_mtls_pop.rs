@@ -212,9 +212,7 @@ async fn run() -> ExampleResult {
         ));
         let leg1: Arc<dyn TokenCredential> = Arc::new(s.managed_identity(id.clone())?);
         let leg2_builder = s.env.client(leg2_id);
-        let two_leg = TwoLeg::builder(leg1, leg2_id.clone())
-            .configure(move |_| leg2_builder)
-            .build()?;
+        let two_leg = TwoLeg::builder(leg1, leg2_builder).build()?;
         let token = two_leg.acquire_token([GRAPH_SCOPE]).with_mtls_pop().await?;
         describe_token("Leg 2 token", &token);
         s.env.show_last_token_request();

@@ -152,13 +152,11 @@ pub fn jwt_claims(jwt: &str) -> Result<serde_json::Value, Error> {
 
 /// A transport that sends production host names to `emulator` and trusts only its CA.
 pub fn transport_for(emulator: &EmulatorHandle) -> Result<MtlsTransport, Error> {
-    let mut builder = MtlsTransport::builder()
+    MtlsTransport::builder()
         .built_in_roots(false)
-        .add_root_certificate_pem(emulator.ca_certificate_pem().as_bytes())?;
-    for (pattern, addr) in emulator.resolver_map() {
-        builder = builder.resolve(&pattern, addr);
-    }
-    builder.build()
+        .add_root_certificate_pem(emulator.ca_certificate_pem().as_bytes())?
+        .resolve_all(emulator.resolver_map())
+        .build()
 }
 
 /// A fresh self-signed EC P-256 certificate with its key (emulator mode).

@@ -218,10 +218,7 @@ async fn assert_fic_cc_to_cc_bearer(
             .unwrap(),
     );
     let leg2 = client(transport, cache, LEG2_APP);
-    let two_leg = TwoLeg::builder(leg1.clone(), LEG2_APP)
-        .configure(move |_| leg2)
-        .build()
-        .unwrap();
+    let two_leg = TwoLeg::builder(leg1.clone(), leg2).build().unwrap();
     let token = two_leg.acquire_token([GRAPH_SCOPE]).await.unwrap();
     assert_eq!(token.token_type, TokenType::Bearer);
     assert_eq!(token.binding_thumbprint(), None);

@@ -66,7 +66,7 @@ async fn setup(clock: Option<ManualClock>, fic_audience: &str) -> Setup {
 
 fn two_leg(setup: &Setup) -> fic_flows::TwoLegBuilder {
     let world_client = setup.world.client(LEG2_APP);
-    TwoLeg::builder(setup.leg1.clone(), LEG2_APP).configure(move |_| world_client)
+    TwoLeg::builder(setup.leg1.clone(), world_client)
 }
 
 #[tokio::test]
@@ -162,8 +162,7 @@ async fn pop_on_both_legs_binds_leg2_to_the_leg1_certificate() {
             .build()
             .unwrap(),
     );
-    let two_leg = TwoLeg::builder(leg1, LEG2_APP)
-        .configure(|_| setup.world.client(LEG2_APP))
+    let two_leg = TwoLeg::builder(leg1, setup.world.client(LEG2_APP))
         .binding_certificate(setup.cert2.clone())
         .build()
         .unwrap();
@@ -208,15 +207,9 @@ async fn legs_by_hand_match_the_seed_api() {
         jwt_payload(assertion.token.expose())["aud"],
         "api://AzureADTokenExchange"
     );
-    let leg2 = FicLeg2::new(
-        setup
-            .world
-            .client(LEG2_APP)
-            .client_secret("unused")
-            .build()
-            .unwrap(),
-    )
-    .with_certificate(setup.cert2.clone());
+    let leg2 = FicLeg2::new(setup.world.client(LEG2_APP))
+        .unwrap()
+        .with_certificate(setup.cert2.clone());
     let token = leg2
         .exchange(&assertion, [GRAPH])
         .unwrap()
@@ -239,16 +232,15 @@ async fn legs_by_hand_match_the_seed_api() {
 async fn a_leg1_token_near_expiry_is_renewed_never_reused() {
     let clock = ManualClock::new(std::time::SystemTime::now());
     let setup = setup(Some(clock.clone()), "api://AzureADTokenExchange").await;
-    let two_leg = TwoLeg::builder(setup.leg1.clone(), LEG2_APP)
-        .configure(|_| {
-            setup
-                .world
-                .client(LEG2_APP)
-                .clock(Arc::new(clock.clone()))
-                .sleeper(Arc::new(clock.clone()))
-        })
-        .build()
-        .unwrap();
+    let two_leg = TwoLeg::builder(setup.leg1.clone(), {
+        setup
+            .world
+            .client(LEG2_APP)
+            .clock(Arc::new(clock.clone()))
+            .sleeper(Arc::new(clock.clone()))
+    })
+    .build()
+    .unwrap();
     two_leg.acquire_token([GRAPH]).await.unwrap();
     let first_assertion = setup
         .world
@@ -317,15 +309,7 @@ async fn an_expired_assertion_is_aadsts700024() {
         .await
         .unwrap();
     clock.advance(Duration::from_secs(2 * 3600));
-    let leg2 = FicLeg2::new(
-        setup
-            .world
-            .client(LEG2_APP)
-            .client_secret("unused")
-            .clock(Arc::new(clock.clone()))
-            .build()
-            .unwrap(),
-    );
+    let leg2 = FicLeg2::new(setup.world.client(LEG2_APP).clock(Arc::new(clock.clone()))).unwrap();
     let err = leg2
         .exchange(&assertion, [GRAPH])
         .unwrap()

@@ -911,8 +911,7 @@ async fn fic_with(world: &World, clock: &ManualClock, kind: &Kind, wire: Option<
             .build()
             .unwrap(),
     );
-    let two_leg = TwoLeg::builder(mi.clone(), LEG2_APP)
-        .configure(|_| world.client(LEG2_APP))
+    let two_leg = TwoLeg::builder(mi.clone(), world.client(LEG2_APP))
         .build()
         .unwrap();
     let token = two_leg.acquire_token([GRAPH_SCOPE]).await.unwrap();
@@ -1002,8 +1001,7 @@ async fn fic_an_identity_without_a_federated_credential_is_refused() {
         .build()
         .unwrap(),
     );
-    let err = TwoLeg::builder(mi, LEG2_APP)
-        .configure(|_| world.client(LEG2_APP))
+    let err = TwoLeg::builder(mi, world.client(LEG2_APP))
         .build()
         .unwrap()
         .acquire_token([GRAPH_SCOPE])
@@ -1020,8 +1018,7 @@ async fn fic_pop_on_both_legs_with_the_minted_certificate() {
         &clock,
         ManagedIdentityId::SystemAssigned,
     ));
-    let two_leg = TwoLeg::builder(mi.clone(), LEG2_APP)
-        .configure(|_| world.client(LEG2_APP))
+    let two_leg = TwoLeg::builder(mi.clone(), world.client(LEG2_APP))
         .build()
         .unwrap();
     let token = two_leg

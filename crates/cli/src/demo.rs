@@ -65,13 +65,11 @@ struct Row {
 
 /// A transport that sends production host names to `emulator` and trusts only its CA.
 pub(crate) fn transport_for(emulator: &EmulatorHandle) -> Result<MtlsTransport, Error> {
-    let mut builder = MtlsTransport::builder()
+    MtlsTransport::builder()
         .built_in_roots(false)
-        .add_root_certificate_pem(emulator.ca_certificate_pem().as_bytes())?;
-    for (pattern, addr) in emulator.resolver_map() {
-        builder = builder.resolve(&pattern, addr);
-    }
-    builder.build()
+        .add_root_certificate_pem(emulator.ca_certificate_pem().as_bytes())?
+        .resolve_all(emulator.resolver_map())
+        .build()
 }
 
 /// A fresh EC P-256 certificate and key.
@@ -595,8 +593,7 @@ async fn fic_steps(demo: &mut Demo, leg2_certificate: &ClientIdentity) {
                 .build()
                 .map_err(|e| e.to_string())?,
         );
-        let two_leg = TwoLeg::builder(leg1, LEG2_APP)
-            .configure(|_| d.client_for(LEG2_APP))
+        let two_leg = TwoLeg::builder(leg1, d.client_for(LEG2_APP))
             .build()
             .map_err(|e| e.to_string())?;
         let before = d.token_requests();
@@ -633,8 +630,7 @@ async fn fic_steps(demo: &mut Demo, leg2_certificate: &ClientIdentity) {
                     .build()
                     .map_err(|e| e.to_string())?,
             );
-            let two_leg = TwoLeg::builder(leg1, LEG2_APP)
-                .configure(|_| d.client_for(LEG2_APP))
+            let two_leg = TwoLeg::builder(leg1, d.client_for(LEG2_APP))
                 .binding_certificate(leg2_cert.clone())
                 .build()
                 .map_err(|e| e.to_string())?;
@@ -674,8 +670,7 @@ async fn fic_steps(demo: &mut Demo, leg2_certificate: &ClientIdentity) {
                 .build()
                 .map_err(|e| e.to_string())?,
         );
-        let two_leg = TwoLeg::builder(leg1, LEG2_APP)
-            .configure(|_| d.client_for(LEG2_APP))
+        let two_leg = TwoLeg::builder(leg1, d.client_for(LEG2_APP))
             .build()
             .map_err(|e| e.to_string())?;
         let token = two_leg
@@ -816,8 +811,7 @@ async fn managed_identity_steps(demo: &mut Demo) {
         step!(demo, flow, |d| async move {
             d.emulator.log().clear();
             let mi = Arc::new(managed_identity(d, id, false)?);
-            let two_leg = TwoLeg::builder(mi.clone(), LEG2_APP)
-                .configure(|_| d.client_for(LEG2_APP))
+            let two_leg = TwoLeg::builder(mi.clone(), d.client_for(LEG2_APP))
                 .build()
                 .map_err(|e| e.to_string())?;
             let token = two_leg

@@ -127,11 +127,12 @@ impl AssertionProvider for FederatedAssertion {
 /// # async fn demo(managed_identity: std::sync::Arc<dyn fic_oauth_core::TokenCredential>, cert: fic_oauth_core::ClientIdentity) -> Result<(), fic_oauth_core::Error> {
 /// use fic_flows::TwoLeg;
 ///
+/// use fic_flows::ConfidentialClient;
+///
 /// // Leg 1: the VM's managed identity (Bearer). Leg 2: app 2222... with PoP on `cert`.
-/// let two_leg = TwoLeg::builder(managed_identity, "22222222-2222-2222-2222-222222222222")
-///     .configure(|leg2| leg2.authority("https://login.microsoftonline.com/contoso.onmicrosoft.com"))
-///     .binding_certificate(cert)
-///     .build()?;
+/// let leg2 = ConfidentialClient::builder("22222222-2222-2222-2222-222222222222")
+///     .authority("https://login.microsoftonline.com/contoso.onmicrosoft.com");
+/// let two_leg = TwoLeg::builder(managed_identity, leg2).binding_certificate(cert).build()?;
 /// let token = two_leg.acquire_token(["https://graph.microsoft.com/.default"]).with_mtls_pop().await?;
 /// # Ok(()) }
 /// ```
@@ -156,14 +157,15 @@ impl fmt::Debug for TwoLegBuilder {
 }
 
 impl TwoLeg {
-    /// Leg 1 is `leg1`; Leg 2 is the app `leg2_client_id`.
+    /// Leg 1 is `leg1`; Leg 2 is the app `leg2` describes (client id, authority, region,
+    /// transport, cache...); its credential is set here: the Leg-1 token.
     pub fn builder(
         leg1: Arc<dyn TokenCredential>,
-        leg2_client_id: impl Into<String>,
+        leg2: ConfidentialClientBuilder,
     ) -> TwoLegBuilder {
         TwoLegBuilder {
             assertion: FederatedAssertion::new(leg1),
-            leg2: ConfidentialClient::builder(leg2_client_id),
+            leg2,
         }
     }
 
@@ -182,16 +184,6 @@ impl TwoLeg {
 }
 
 impl TwoLegBuilder {
-    /// Configures the Leg-2 client (authority, region, transport, cache, clock...).
-    #[must_use]
-    pub fn configure(
-        mut self,
-        configure: impl FnOnce(ConfidentialClientBuilder) -> ConfidentialClientBuilder,
-    ) -> Self {
-        self.leg2 = configure(self.leg2);
-        self
-    }
-
     /// Leg 2 presents `certificate` over mTLS (jwt-pop) and may ask for mTLS PoP tokens.
     #[must_use]
     pub fn binding_certificate(mut self, certificate: ClientIdentity) -> Self {
@@ -289,13 +281,14 @@ pub struct FicLeg2 {
 }
 
 impl FicLeg2 {
-    /// Leg 2 as `client`, whose transport, cache, authority and region are used; its own
-    /// credential is ignored (the Leg-1 token is the credential).
-    pub fn new(client: ConfidentialClient) -> Self {
-        Self {
-            template: client,
+    /// Leg 2 as the app `leg2` describes (client id, authority, region, transport, cache...);
+    /// any credential set on it is replaced by the Leg-1 token of each exchange.
+    pub fn new(leg2: ConfidentialClientBuilder) -> Result<Self, Error> {
+        let unset = StaticAssertion::new("the Leg-1 token is given to FicLeg2::exchange")?;
+        Ok(Self {
+            template: leg2.assertion_provider(unset).build()?,
             certificate: None,
-        }
+        })
     }
 
     /// Present `certificate` (jwt-pop) when the Leg-1 token is not itself bound.

@@ -162,9 +162,7 @@ async fn run() -> ExampleResult {
                 .build()?,
         );
         let leg2 = env.client(LEG2_APP).transport(transport.clone());
-        let two_leg = TwoLeg::builder(leg1, LEG2_APP)
-            .configure(move |_| leg2)
-            .build()?;
+        let two_leg = TwoLeg::builder(leg1, leg2).build()?;
         let token = two_leg.acquire_token([GRAPH_SCOPE]).await?;
         describe_token("Leg 2 token", &token);
         let answer = ResourceClient::new(transport.clone())
