@@ -545,6 +545,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
     managed_identity_steps(&mut demo).await;
     agent_steps(&mut demo, blueprint_certificate).await;
 
+    cache_steps(&mut demo).await;
+
     Ok(print_summary(&demo.rows))
 }
 
@@ -947,4 +949,161 @@ async fn agent_steps(demo: &mut Demo, blueprint_certificate: ClientIdentity) {
             "client_assertion = T1".into(),
         ))
     });
+}
+
+/// A redis-server for the demo: `REDIS_URL` when set, else one started on a free loopback port
+/// when the binary is installed (stopped on drop), else `None` with the reason.
+struct DemoRedis {
+    url: String,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for DemoRedis {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn demo_redis() -> Result<DemoRedis, String> {
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        return Ok(DemoRedis { url, child: None });
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|_| "no redis-server installed and REDIS_URL not set".to_string())?;
+    let server = DemoRedis {
+        url: format!("redis://127.0.0.1:{port}/"),
+        child: Some(child),
+    };
+    // Wait (bounded) for it to accept connections.
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(server);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("redis-server did not start".into())
+}
+
+/// The cache backends: a token written by one client is a hit for another.
+async fn cache_steps(demo: &mut Demo) {
+    let dir = std::env::temp_dir().join(format!("fic-demo-{}", std::process::id()));
+    let path = dir.join("msal_cache.json");
+    step!(demo, "file cache: a second client's hit", |d| async move {
+        let first = Arc::new(fic_token_cache::FileCache::new(&path));
+        let client = d
+            .client()
+            .client_secret("demo-secret-value")
+            .cache(first)
+            .build()
+            .map_err(|e| e.to_string())?;
+        client
+            .acquire_token_for_client([GRAPH_SCOPE])
+            .await
+            .map_err(|e| e.to_string())?;
+        let before = d.token_requests();
+        // Another client, another FileCache instance: only the file is shared.
+        let second = Arc::new(fic_token_cache::FileCache::new(&path));
+        let other = d
+            .client()
+            .client_secret("demo-secret-value")
+            .cache(second)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let token = other
+            .acquire_token_for_client([GRAPH_SCOPE])
+            .await
+            .map_err(|e| e.to_string())?;
+        check(
+            token.source == TokenSource::Cache,
+            "not served from the file",
+        )?;
+        check(d.token_requests() == before, "a token request was sent")?;
+        let json = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        check(
+            json.contains("\"AccessToken\""),
+            "the file is not in the MSAL layout",
+        )?;
+        Ok((
+            Some(token),
+            "-".into(),
+            format!("MSAL JSON at {}", path.display()),
+        ))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+
+    match demo_redis().await {
+        Ok(redis) => {
+            let url = redis.url.clone();
+            step!(demo, "Redis L2: another instance's hit", |d| async move {
+                let connect = || async {
+                    fic_token_cache::RedisCache::builder(url.clone())
+                        .prefix(format!("fic-demo-{}:", std::process::id()))
+                        .connect()
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                let first = Arc::new(fic_token_cache::TieredCache::new(Arc::new(
+                    connect().await?,
+                )));
+                let client = d
+                    .client()
+                    .client_secret("demo-secret-value")
+                    .cache(first)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                client
+                    .acquire_token_for_client([VAULT_SCOPE])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let before = d.token_requests();
+                let second = Arc::new(fic_token_cache::TieredCache::new(Arc::new(
+                    connect().await?,
+                )));
+                let other = d
+                    .client()
+                    .client_secret("demo-secret-value")
+                    .cache(second)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let token = other
+                    .acquire_token_for_client([VAULT_SCOPE])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check(token.source == TokenSource::Cache, "not served from Redis")?;
+                check(d.token_requests() == before, "a token request was sent")?;
+                Ok((Some(token), "-".into(), format!("L1 miss, L2 hit at {url}")))
+            });
+            drop(redis);
+        }
+        Err(reason) => {
+            demo.record(
+                "Redis L2: another instance's hit",
+                Duration::ZERO,
+                Ok((None, "-".into(), format!("skipped: {reason}"))),
+            );
+        }
+    }
 }
