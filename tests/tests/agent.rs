@@ -300,3 +300,21 @@ async fn reserved_scopes_and_unknown_users_are_refused() {
         .unwrap_err();
     assert_eq!(err.aadsts(), Some(50_034));
 }
+
+#[tokio::test]
+async fn another_client_on_the_same_cache_finds_a_user_by_object_id() {
+    let s = setup(None).await;
+    s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    assert_eq!(s.world.token_requests(), 3);
+    // A new agent client (nothing remembered in memory) sharing the cache, as another process
+    // sharing a file or Redis cache would.
+    let fresh = AgentIdentity::new(s.agent.blueprint().clone(), AGENT).unwrap();
+    let token = fresh
+        .user_token([USER_SCOPE], oid(ALICE_OID))
+        .await
+        .unwrap();
+    assert_eq!(token.source, TokenSource::Cache);
+    assert_eq!(s.world.token_requests(), 3, "no request");
+    let account = token.account.expect("the account comes from the cache");
+    assert_eq!(account.username.as_deref(), Some(ALICE));
+}

@@ -174,11 +174,19 @@ async fn a_bearer_downgrade_is_a_mismatch_and_nothing_is_cached() {
 async fn a_thousand_concurrent_callers_on_a_cold_key_make_one_request() {
     let cert = new_identity("app-cert");
     let world = world_with_certificates(&[&cert]).await;
+    // The one token request is held for a moment, so every caller misses while it is in flight.
+    world.emulator.faults().inject(
+        Fault::delay(std::time::Duration::from_millis(300))
+            .on(FaultTarget::Token)
+            .times(1),
+    );
     let client = world.client(APP).certificate(cert.clone()).build().unwrap();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..1000 {
-        let client = client.clone();
+        let (client, started) = (client.clone(), started.clone());
         tasks.push(tokio::spawn(async move {
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             client
                 .acquire_token_for_client([VAULT])
                 .with_mtls_pop()
@@ -189,10 +197,19 @@ async fn a_thousand_concurrent_callers_on_a_cold_key_make_one_request() {
     for task in tasks {
         tokens.push(task.await.unwrap().unwrap());
     }
+    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1000);
     assert_eq!(world.token_requests(), 1);
     assert!(tokens
         .iter()
         .all(|t| t.token.expose() == tokens[0].token.expose()));
+    assert!(
+        tokens
+            .iter()
+            .filter(|t| t.source == TokenSource::IdentityProvider)
+            .count()
+            > 1,
+        "callers overlapped the request and shared its result"
+    );
 }
 
 #[tokio::test]

@@ -54,6 +54,7 @@ pub struct TokenBinding {
 #[derive(Clone)]
 pub struct TokenBindings {
     inner: Arc<Mutex<Registry>>,
+    clock: Arc<dyn fic_oauth_core::Clock>,
 }
 
 struct Registry {
@@ -87,7 +88,16 @@ impl TokenBindings {
                 next_seq: 0,
                 entries: HashMap::new(),
             })),
+            clock: Arc::new(fic_oauth_core::SystemClock),
         }
+    }
+
+    /// The clock expiry is judged by: give it the credential's clock when that is not the
+    /// system clock (default: the system clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn fic_oauth_core::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Records `token` when it has a binding certificate; does nothing otherwise.
@@ -101,7 +111,7 @@ impl TokenBindings {
             token_type: token.token_type,
             expires_on: token.expires_on,
         };
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut registry = self.lock();
         let seq = registry.next_seq;
         registry.next_seq = registry.next_seq.wrapping_add(1);
@@ -128,11 +138,12 @@ impl TokenBindings {
     /// `Authorization` header), if it was recorded and has not expired.
     pub fn lookup(&self, token: &str) -> Option<TokenBinding> {
         let key = key_of(token);
+        let now = self.clock.now();
         let registry = self.lock();
         registry
             .entries
             .get(&key)
-            .filter(|e| e.binding.expires_on > SystemTime::now())
+            .filter(|e| e.binding.expires_on > now)
             .map(|e| e.binding.clone())
     }
 

@@ -13,7 +13,7 @@ use fic_oauth_core::time::unix_seconds;
 use fic_oauth_core::{Error, ErrorCode, TokenSource};
 
 /// Options of `fic token`.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct TokenArgs {
     /// The application (client) id.
     #[arg(long, env = "AZURE_CLIENT_ID")]
@@ -55,6 +55,22 @@ pub(crate) struct TokenArgs {
     /// Send a host to another address: HOST[:PORT]=IP:PORT (wildcards `*.suffix` allowed).
     #[arg(long = "resolve", value_name = "HOST=ADDR")]
     resolve: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenArgs")
+            .field("client_id", &self.client_id)
+            .field("tenant", &self.tenant)
+            .field("authority", &self.authority)
+            .field("certificate", &self.certificate)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("mtls_pop", &self.mtls_pop)
+            .field("region", &self.region)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Error {

@@ -524,7 +524,6 @@ impl ConfidentialClient {
 /// A client-credentials acquisition being configured; `.await` it (or call
 /// [`AcquireTokenForClient::send`]).
 #[must_use = "an acquisition does nothing until awaited"]
-#[derive(Debug)]
 pub struct AcquireTokenForClient {
     client: ConfidentialClient,
     scopes: Vec<String>,
@@ -538,6 +537,26 @@ pub struct AcquireTokenForClient {
     extra_body: Vec<(String, String)>,
     extra_query: Vec<(String, String)>,
     extra_headers: Vec<(String, String)>,
+}
+
+impl fmt::Debug for AcquireTokenForClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names =
+            |pairs: &[(String, String)]| pairs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        f.debug_struct("AcquireTokenForClient")
+            .field("client_id", &self.client.client_id())
+            .field("scopes", &self.scopes)
+            .field("mtls_pop", &self.mtls_pop)
+            .field("fmi_path", &self.fmi_path)
+            .field("assertion_fmi_path", &self.assertion_fmi_path)
+            .field("claims", &self.claims.is_some())
+            .field("force_refresh", &self.force_refresh)
+            .field("tenant", &self.tenant)
+            .field("extra_body", &names(&self.extra_body))
+            .field("extra_query", &names(&self.extra_query))
+            .field("extra_headers", &names(&self.extra_headers))
+            .finish_non_exhaustive()
+    }
 }
 
 impl AcquireTokenForClient {
@@ -666,18 +685,19 @@ impl AcquireTokenForClient {
         if self.force_refresh || self.claims.is_some() {
             return None;
         }
-        let binding = match self.known_binding() {
-            KnownBinding::Unbound => None,
-            KnownBinding::Bound(identity) => Some(identity),
-            KnownBinding::AskTheProvider => return None,
-        };
         let inner = &self.client.inner;
         let memo = inner
             .lookups
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let lookup = memo.get(&MemoShape(self))?;
-        let lookup = lookup.clone().with_binding(binding);
+        let remembered = memo.get(&MemoShape(self))?;
+        let lookup = match self.known_binding() {
+            KnownBinding::Unbound => remembered.clone().with_binding(None),
+            KnownBinding::Bound(identity) => remembered.clone().with_binding(Some(identity)),
+            // The binding the provider returned last time: a token cached for it is served
+            // without asking the provider again (a rotated binding is a miss, below).
+            KnownBinding::AskTheProvider => remembered.clone(),
+        };
         drop(memo);
         inner.engine.try_hit(&lookup)
     }
@@ -691,7 +711,7 @@ impl AcquireTokenForClient {
         if memo.len() >= MAX_MEMOIZED_LOOKUPS {
             memo.clear();
         }
-        memo.insert(self.memo_key(), lookup.clone().with_binding(None));
+        memo.insert(self.memo_key(), lookup.clone());
     }
 
     pub(crate) fn claims(&self) -> Option<&str> {

@@ -90,7 +90,8 @@ impl fmt::Debug for OutgoingTokenRequest {
 ///
 /// Any `Fn(&mut OutgoingTokenRequest) -> Result<(), Error>` is a hook.
 pub trait RequestHook: Send + Sync {
-    /// Called once per request sent (retries included).
+    /// Called once per token request, before it is first sent (a retry resends the same
+    /// request without calling the hook again).
     fn on_token_request(&self, request: &mut OutgoingTokenRequest) -> Result<(), Error>;
 }
 

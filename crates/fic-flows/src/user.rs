@@ -15,6 +15,9 @@ use uuid::Uuid;
 
 use crate::confidential::{ConfidentialClient, Plan};
 
+/// How many user names and object ids a client remembers the home account id of.
+const MAX_KNOWN_USERS: usize = 10_000;
+
 /// Yields the user federated identity credential (T2) when a request needs one.
 pub type UserCredentialSource =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Secret, Error>> + Send>> + Send + Sync>;
@@ -158,11 +161,32 @@ impl AcquireTokenByUserFic {
             force_refresh: self.force_refresh,
         });
 
-        let known = client.known_home_account_id(&flow.user);
+        // The home account id: remembered from an earlier answer, or — for a user given by
+        // object id in a tenanted authority — `{oid}.{tenant}`, the home account of a member
+        // user, so a cache shared between processes is found without a request.
+        let known = client
+            .known_home_account_id(&flow.user)
+            .or_else(|| match &flow.user {
+                UserIdentifier::ObjectId(oid)
+                    if Uuid::parse_str(flow.plan.authority.tenant()).is_ok() =>
+                {
+                    Some(format!(
+                        "{}.{}",
+                        oid.hyphenated(),
+                        flow.plan.authority.tenant().to_lowercase()
+                    ))
+                }
+                _ => None,
+            });
         match known {
             Some(home_account_id) if self.claims.is_none() => {
                 let lookup =
                     Lookup::new(flow.key(&home_account_id)).with_force_refresh(self.force_refresh);
+                let account_key = CacheKey::account(
+                    &home_account_id,
+                    flow.environment(),
+                    flow.plan.authority.tenant(),
+                );
                 let fetch = {
                     let flow = Arc::clone(&flow);
                     move || {
@@ -172,7 +196,16 @@ impl AcquireTokenByUserFic {
                             as FetchFuture
                     }
                 };
-                inner.engine.acquire(&lookup, fetch).await
+                let mut token = inner.engine.acquire(&lookup, fetch).await?;
+                if token.account.is_none() {
+                    // A cache hit: the account comes from its own cache entry.
+                    if let Ok(Some(entry)) = inner.engine.cache().get(&account_key).await {
+                        if let CacheEntry::Account(cached) = &*entry {
+                            token.account = Some(cached.account.clone());
+                        }
+                    }
+                }
+                Ok(token)
             }
             _ => {
                 // A user this client has not seen: the home account id comes with the answer.
@@ -339,6 +372,10 @@ impl UserFlow {
                 .known_users
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if users.len() >= MAX_KNOWN_USERS {
+                // Forgetting only costs a request for a user not given by object id.
+                users.clear();
+            }
             users.insert(user_keys(&self.user), account.home_account_id.clone());
             if let Some(upn) = &account.username {
                 users.insert(

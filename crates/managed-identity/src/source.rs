@@ -244,11 +244,13 @@ pub(crate) fn parse_endpoint(
     value: &str,
     source: ManagedIdentitySource,
 ) -> Result<Url, Error> {
+    // The value itself is never echoed: it may carry credentials or a query with a secret.
     let invalid = |why: &str| {
         Error::new(
             codes::INVALID_MANAGED_IDENTITY_ENDPOINT,
             format!(
-                "[Managed Identity] the environment variable {name} contains an invalid URI {value:?} in the {source} managed identity source: {why}"
+                "[Managed Identity] the environment variable {name} ({} characters) is not a usable URI in the {source} managed identity source: {why}",
+                value.chars().count()
             ),
         )
     };
@@ -521,4 +523,27 @@ pub fn scope_to_resource(scopes: &[&str]) -> Result<String, Error> {
         ));
     }
     Ok(resource.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_endpoint_is_never_echoed() {
+        for value in [
+            "https://user:hunter2@10.0.0.4:2377/token",
+            "ftp://10.0.0.4/?secret=hunter2",
+            "not a url hunter2",
+        ] {
+            let err = parse_endpoint(
+                "IDENTITY_ENDPOINT",
+                value,
+                ManagedIdentitySource::AppService,
+            )
+            .unwrap_err();
+            assert_eq!(err.code(), &codes::INVALID_MANAGED_IDENTITY_ENDPOINT);
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
 }

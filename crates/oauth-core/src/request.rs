@@ -215,7 +215,9 @@ impl fmt::Debug for Grant {
 }
 
 /// A token request: grant, client authentication and parameters for one endpoint.
-#[derive(Clone, Debug)]
+///
+/// `Debug` redacts the credentials and shows only the names of extra parameters and headers.
+#[derive(Clone)]
 pub struct TokenRequest {
     endpoint: TokenEndpoint,
     client_id: String,
@@ -230,6 +232,30 @@ pub struct TokenRequest {
     extra_query: Vec<(String, String)>,
     extra_headers: Vec<(String, String)>,
     correlation_id: Option<Uuid>,
+}
+
+fn names(pairs: &[(String, String)]) -> Vec<&str> {
+    pairs.iter().map(|(name, _)| name.as_str()).collect()
+}
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("endpoint", &self.endpoint.url().as_str())
+            .field("client_id", &self.client_id)
+            .field("grant", &self.grant)
+            .field("auth", &self.auth)
+            .field("scopes", &self.scopes)
+            .field("claims", &self.claims.is_some())
+            .field("client_capabilities", &self.client_capabilities)
+            .field("token_type", &self.token_type)
+            .field("fmi_path", &self.fmi_path)
+            .field("extra_body", &names(&self.extra_body))
+            .field("extra_query", &names(&self.extra_query))
+            .field("extra_headers", &names(&self.extra_headers))
+            .field("correlation_id", &self.correlation_id)
+            .finish()
+    }
 }
 
 impl TokenRequest {
@@ -594,7 +620,7 @@ impl TokenRequest {
         for (name, value) in &form {
             body.append_pair(name, value.expose());
         }
-        let body = zeroize::Zeroizing::new(body.finish());
+        let body = body.finish();
 
         let mut url = self.endpoint.url().clone();
         if !self.extra_query.is_empty() {
@@ -635,7 +661,7 @@ impl TokenRequest {
             builder = builder.header(name, value);
         }
         let request = builder
-            .body(Bytes::from(body.as_bytes().to_vec()))
+            .body(Bytes::from(body))
             .map_err(|e| Error::new(ErrorCode::INVALID_ARGUMENT, e.to_string()))?;
         Ok(TransportRequest::new(request).with_identity(self.auth.identity().cloned()))
     }
@@ -1064,6 +1090,25 @@ mod tests {
                 .code(),
             &ErrorCode::INVALID_ARGUMENT
         );
+    }
+
+    #[test]
+    fn the_built_request_debug_shows_no_secret() {
+        let built = cc(false, None)
+            .with_auth(ClientAuth::Secret("TOPSECRET".into()))
+            .with_extra_query_parameter("q", "QUERYVALUE")
+            .into_transport_request()
+            .unwrap();
+        let debug = format!("{built:?}");
+        assert!(
+            !debug.contains("TOPSECRET") && !debug.contains("QUERYVALUE"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("login.microsoftonline.com/tenant1/oauth2/v2.0/token"),
+            "{debug}"
+        );
+        assert!(debug.contains("body_len"), "{debug}");
     }
 
     #[test]

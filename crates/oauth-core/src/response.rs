@@ -43,8 +43,8 @@ pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 pub const MAX_LIFETIME_SECONDS: u64 = 365 * 24 * 3600;
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-/// Tokens whose lifetime is at least this long are refreshed at half-life when the server gives
-/// no `refresh_in`.
+/// Tokens whose lifetime is over this are refreshed at half-life when the server gives no
+/// `refresh_in`.
 pub const HALF_LIFE_REFRESH_THRESHOLD: Duration = Duration::from_secs(2 * 3600);
 
 /// `client_info`: the user's home object id and tenant.
@@ -238,7 +238,8 @@ fn optional_string(map: &Map<String, Value>, name: &str) -> Result<Option<String
 }
 
 impl TokenResponse {
-    /// Parses a token endpoint answer.
+    /// Parses a token endpoint answer. An HTTP-date `Retry-After` is read as if now were the
+    /// epoch (so it is capped at an hour): callers with a clock use [`TokenResponse::parse_at`].
     ///
     /// Non-2xx statuses become errors: the OAuth error body kept whole ([`ServerError`]), or
     /// `http_status` when the body is not an OAuth error (an HTML page...). 429 and 503 with
@@ -333,7 +334,7 @@ impl TokenResponse {
     }
 
     /// When to refresh a token issued at `now`: `refresh_in` when given, half-life when the
-    /// lifetime is at least 2 h, none otherwise.
+    /// lifetime is over 2 h, none otherwise.
     pub fn refresh_on(&self, now: SystemTime) -> Option<SystemTime> {
         refresh_on(now, self.expires_in, self.refresh_in)
     }
@@ -387,7 +388,7 @@ impl TokenResponse {
 pub fn refresh_on(now: SystemTime, expires_in: u64, refresh_in: Option<u64>) -> Option<SystemTime> {
     match refresh_in {
         Some(r) if r < expires_in => Some(now + Duration::from_secs(r)),
-        _ if Duration::from_secs(expires_in) >= HALF_LIFE_REFRESH_THRESHOLD => {
+        _ if Duration::from_secs(expires_in) > HALF_LIFE_REFRESH_THRESHOLD => {
             Some(now + Duration::from_secs(expires_in / 2))
         }
         _ => None,
@@ -750,7 +751,7 @@ mod tests {
         let id_payload = URL_SAFE_NO_PAD
             .encode(br#"{"oid":"oid-1","tid":"tid-1","preferred_username":"alice@contoso.com"}"#);
         let body = format!(
-            r#"{{"token_type":"Bearer","access_token":"at","expires_in":7200,"scope":"User.Read openid","refresh_token":"rt","id_token":"e30.{id_payload}.sig","client_info":"{client_info}"}}"#
+            r#"{{"token_type":"Bearer","access_token":"at","expires_in":7202,"scope":"User.Read openid","refresh_token":"rt","id_token":"e30.{id_payload}.sig","client_info":"{client_info}"}}"#
         );
         let now = UNIX_EPOCH + Duration::from_secs(1000);
         let token = ok(&body, TokenType::Bearer).unwrap().into_access_token(
@@ -764,8 +765,8 @@ mod tests {
         assert_eq!(account.object_id.as_deref(), Some("oid-1"));
         assert_eq!(token.tenant_id.as_deref(), Some("tid-1"));
         assert_eq!(token.refresh_token.as_ref().unwrap().expose(), "rt");
-        // 2 h lifetime without refresh_in: half-life.
-        assert_eq!(token.refresh_on, Some(now + Duration::from_secs(3600)));
+        // Over 2 h without refresh_in: half-life.
+        assert_eq!(token.refresh_on, Some(now + Duration::from_secs(3601)));
         assert!(!format!("{token:?}").contains("\"rt\""));
     }
 
@@ -775,7 +776,12 @@ mod tests {
         assert_eq!(refresh_on(now, 3600, None), None);
         assert_eq!(
             refresh_on(now, 7200, None),
-            Some(now + Duration::from_secs(3600))
+            None,
+            "exactly 2 h is not over 2 h"
+        );
+        assert_eq!(
+            refresh_on(now, 7202, None),
+            Some(now + Duration::from_secs(3601))
         );
         assert_eq!(
             refresh_on(now, 3600, Some(600)),

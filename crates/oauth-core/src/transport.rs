@@ -38,7 +38,9 @@ use crate::error::Error;
 use crate::identity::ClientIdentity;
 
 /// One HTTP request and how to send it.
-#[derive(Debug)]
+///
+/// `Debug` shows the method, URI (without its query), header names, body length and the
+/// identity's thumbprint — never header values or the body, which carry secrets.
 #[non_exhaustive]
 pub struct TransportRequest {
     /// The request (absolute URI).
@@ -71,6 +73,37 @@ impl TransportRequest {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+}
+
+impl fmt::Debug for TransportRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let uri = self.request.uri();
+        let headers: Vec<&str> = self
+            .request
+            .headers()
+            .keys()
+            .map(http::HeaderName::as_str)
+            .collect();
+        f.debug_struct("TransportRequest")
+            .field("method", self.request.method())
+            .field(
+                "uri",
+                &format_args!(
+                    "{}://{}{}",
+                    uri.scheme_str().unwrap_or("?"),
+                    uri.authority().map_or("", http::uri::Authority::as_str),
+                    uri.path()
+                ),
+            )
+            .field("headers", &headers)
+            .field("body_len", &self.request.body().len())
+            .field(
+                "identity",
+                &self.identity.as_ref().map(ClientIdentity::thumbprint_s256),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 

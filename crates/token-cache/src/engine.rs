@@ -199,6 +199,19 @@ impl EngineBuilder {
     }
 }
 
+/// Clears a key's "refresh running" mark when the refresh ends, however it ends (success,
+/// error, panic, runtime shutdown).
+struct RefreshGuard {
+    engine: Arc<AcquisitionEngine>,
+    key: CacheKey,
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        self.engine.state().refreshing.remove(&self.key);
+    }
+}
+
 /// The cached-acquisition engine. Share it (it is returned in an `Arc`) between every caller of
 /// one cache.
 pub struct AcquisitionEngine {
@@ -250,13 +263,14 @@ impl AcquisitionEngine {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn jitter(&self) -> Duration {
+    /// The jitter of `key`: fixed per key and process (the key's hash is seeded per process),
+    /// so keys — and processes — spread their refreshes, with no random draw on the hit path.
+    fn jitter(&self, key: &CacheKey) -> Duration {
         if self.refresh_jitter.is_zero() {
             return Duration::ZERO;
         }
-        let random = uuid::Uuid::new_v4().as_u64_pair().0;
         let millis = u64::try_from(self.refresh_jitter.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(random % millis.max(1))
+        Duration::from_millis(key.precomputed_hash().rotate_left(17) % millis.max(1))
     }
 
     fn evaluate(&self, lookup: &Lookup, entry: Option<&CacheEntry>, now: SystemTime) -> Probe {
@@ -266,7 +280,7 @@ impl AcquisitionEngine {
         }
         let needs_refresh = cached
             .refresh_on()
-            .is_some_and(|at| now + self.jitter() >= at);
+            .is_some_and(|at| now + self.jitter(&lookup.key) >= at);
         Some((
             cached.to_access_token(lookup.binding.as_ref()),
             needs_refresh,
@@ -505,10 +519,12 @@ impl AcquisitionEngine {
                     .retry_after()
                     .filter(|_| error.code() == &ErrorCode::THROTTLED)
                 {
-                    let until = self.clock.now() + delay;
-                    self.state()
+                    let now = self.clock.now();
+                    let mut state = self.state();
+                    state.throttled.retain(|_, (until, _)| *until > now);
+                    state
                         .throttled
-                        .insert(lookup.key.clone(), (until, error.clone()));
+                        .insert(lookup.key.clone(), (now + delay, error.clone()));
                 }
                 Err(error)
             }
@@ -528,7 +544,12 @@ impl AcquisitionEngine {
         let now = self.clock.now();
         {
             let mut state = self.state();
-            if state.refreshing.contains(&lookup.key)
+            let throttled = state
+                .throttled
+                .get(&lookup.key)
+                .is_some_and(|(until, _)| *until > now);
+            if throttled
+                || state.refreshing.contains(&lookup.key)
                 || state
                     .refresh_backoff
                     .get(&lookup.key)
@@ -538,23 +559,31 @@ impl AcquisitionEngine {
             }
             state.refreshing.insert(lookup.key.clone());
         }
-        let engine = Arc::clone(self);
+        let guard = RefreshGuard {
+            engine: Arc::clone(self),
+            key: lookup.key.clone(),
+        };
         let lookup = lookup.clone();
         runtime.spawn(async move {
+            let engine = Arc::clone(&guard.engine);
             let result = engine.single_flight(&lookup, &*fetch, false).await;
+            let now = engine.clock.now();
             let mut state = engine.state();
-            state.refreshing.remove(&lookup.key);
             match result {
                 Ok(_) => {
                     state.refresh_backoff.remove(&lookup.key);
                     tracing::debug!(key = %lookup.key, "background refresh stored a new token");
                 }
                 Err(error) => {
-                    let until = engine.clock.now() + REFRESH_RETRY_DELAY;
-                    state.refresh_backoff.insert(lookup.key.clone(), until);
+                    // Not before the server's Retry-After, and not more often than every 30 s.
+                    let wait = error.retry_after().unwrap_or_default().max(REFRESH_RETRY_DELAY);
+                    state.refresh_backoff.retain(|_, until| *until > now);
+                    state.refresh_backoff.insert(lookup.key.clone(), now + wait);
                     tracing::warn!(code = %error.code(), "background refresh failed; the cached token is kept while valid");
                 }
             }
+            drop(state);
+            drop(guard);
         });
     }
 

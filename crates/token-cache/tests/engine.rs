@@ -416,6 +416,43 @@ async fn a_failed_background_refresh_keeps_the_token_and_backs_off() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_throttled_background_refresh_waits_for_retry_after() {
+    let clock = ManualClock::default();
+    let (engine, _) = engine(&clock);
+    let throttled =
+        Error::new(ErrorCode::THROTTLED, "429").with_retry_after(Duration::from_secs(600));
+    let source = Source::new(&clock)
+        .then(Ok(Reply {
+            lifetime: 7200,
+            refresh_in: Some(3600),
+        }))
+        .then(Err(throttled));
+    engine.acquire(&lookup(), source.fetch()).await.unwrap();
+    clock.advance(Duration::from_secs(3700));
+    engine.acquire(&lookup(), source.fetch()).await.unwrap();
+    settle().await;
+    assert_eq!(source.calls(), 2, "the background refresh was throttled");
+    // Past the usual 30 s back-off but within Retry-After: no request.
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        engine
+            .acquire(&lookup(), source.fetch())
+            .await
+            .unwrap()
+            .token
+            .expose(),
+        "token-1"
+    );
+    settle().await;
+    assert_eq!(source.calls(), 2);
+    // After Retry-After: refreshed.
+    clock.advance(Duration::from_secs(600));
+    engine.acquire(&lookup(), source.fetch()).await.unwrap();
+    settle().await;
+    assert_eq!(source.calls(), 3);
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn force_refresh_and_claims_skip_the_lookup() {
     let clock = ManualClock::default();
     let (engine, _) = engine(&clock);
