@@ -290,11 +290,46 @@ fn test() -> ExitCode {
     };
     steps.push(run(name, with_redis_url(cache_tests, &redis)));
 
+    steps.extend(run_examples());
     steps.extend(feature_sets());
 
     let notes = [redis_note("suites", &redis)];
     drop(redis);
     summary("cargo xtask test", &steps, &notes)
+}
+
+/// Runs every example of the `examples` package (each starts the emulator in-process and exits
+/// non-zero when its flow fails).
+fn run_examples() -> Vec<Step> {
+    let dir = workspace_root().join("examples").join("examples");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| {
+                    let path = entry.path();
+                    if path.is_dir() && path.join("main.rs").exists() {
+                        path.file_name().map(|n| n.to_string_lossy().into_owned())
+                    } else if path.extension().is_some_and(|e| e == "rs") {
+                        path.file_stem().map(|n| n.to_string_lossy().into_owned())
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+        .iter()
+        .map(|name| {
+            let mut command = cargo();
+            command
+                .args(["run", "--quiet", "-p", "fic-examples", "--example", name])
+                .env_remove("AZURE_TENANT_ID");
+            run(&format!("example {name}"), command)
+        })
+        .collect()
 }
 
 /// The feature combinations that matter: the wire-only core, the memory-only cache, and the
