@@ -9,11 +9,13 @@ use uuid::Uuid;
 
 use crate::codes;
 
-/// `client_assertion_type` of an assertion sent without a TLS client certificate.
-pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// `client_assertion_type` of an assertion sent without a TLS client certificate (the one
+/// constant of `fic-oauth-core`, re-exported).
+pub use fic_oauth_core::request::JWT_BEARER;
 
-/// `client_assertion_type` of an assertion sent over mTLS with its binding certificate.
-pub const JWT_POP: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-pop";
+/// `client_assertion_type` of an assertion sent over mTLS with its binding certificate (the one
+/// constant of `fic-oauth-core`, re-exported).
+pub use fic_oauth_core::request::JWT_POP;
 
 /// What the token request an assertion is made for looks like (PROTOCOL §7): everything a
 /// provider may need to build or choose the assertion.

@@ -136,7 +136,9 @@ type Flight = OnceCell<Result<AccessToken, Error>>;
 
 #[derive(Default)]
 struct State {
-    flights: HashMap<CacheKey, Arc<Flight>, KeyHasher>,
+    /// In-flight fetches by key and binding (`kid`): callers bound to different certificates
+    /// never share a fetch.
+    flights: HashMap<(CacheKey, Option<String>), Arc<Flight>>,
     refreshing: HashSet<CacheKey, KeyHasher>,
     /// Key → the time before which no request is sent, and the error to give meanwhile.
     throttled: HashMap<CacheKey, (SystemTime, Error), KeyHasher>,
@@ -412,10 +414,11 @@ impl AcquisitionEngine {
     where
         F: Fn() -> FetchFuture + Send + Sync,
     {
+        let flight_key = (lookup.key.clone(), lookup.kid().map(str::to_string));
         let flight = Arc::clone(
             self.state()
                 .flights
-                .entry(lookup.key.clone())
+                .entry(flight_key.clone())
                 .or_insert_with(|| Arc::new(OnceCell::new())),
         );
         let result = flight
@@ -437,10 +440,10 @@ impl AcquisitionEngine {
             let mut state = self.state();
             if state
                 .flights
-                .get(&lookup.key)
+                .get(&flight_key)
                 .is_some_and(|current| Arc::ptr_eq(current, &flight))
             {
-                state.flights.remove(&lookup.key);
+                state.flights.remove(&flight_key);
             }
         }
         result

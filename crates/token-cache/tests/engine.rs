@@ -583,3 +583,41 @@ async fn fmi_components_are_isolated_symmetrically() {
         .unwrap();
     assert_eq!(hit.source, TokenSource::Cache);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn callers_bound_to_different_certificates_never_share_a_fetch() {
+    let clock = ManualClock::default();
+    let (engine, _) = engine(&clock);
+    let (cert1, cert2) = (identity("cert-1"), identity("cert-2"));
+    let parts = AccessTokenKey::app("login.microsoftonline.com", "cid", "tid", ["s/.default"])
+        .with_token_type(TokenType::MtlsPop);
+    let gate = Arc::new(Semaphore::new(0));
+    let source_for = |cert: &ClientIdentity| {
+        let mut source = Source::new(&clock);
+        source.token_type = TokenType::MtlsPop;
+        source.binding = Some(cert.clone());
+        source.gate = Some(gate.clone());
+        source
+    };
+    let (source1, source2) = (source_for(&cert1), source_for(&cert2));
+    let spawn = |cert: &ClientIdentity, source: &Source| {
+        let (engine, fetch) = (engine.clone(), source.fetch());
+        let lookup = Lookup::new(parts.clone()).with_binding(Some(cert.clone()));
+        tokio::spawn(async move { engine.acquire(&lookup, fetch).await })
+    };
+    let first = spawn(&cert1, &source1);
+    let second = spawn(&cert2, &source2);
+    settle().await;
+    assert_eq!(
+        (source1.calls(), source2.calls()),
+        (1, 1),
+        "one fetch per certificate"
+    );
+    gate.add_permits(10);
+    let (first, second) = (
+        first.await.unwrap().unwrap(),
+        second.await.unwrap().unwrap(),
+    );
+    assert_eq!(first.binding_thumbprint(), Some(cert1.thumbprint_s256()));
+    assert_eq!(second.binding_thumbprint(), Some(cert2.thumbprint_s256()));
+}
