@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fic_oauth_core::request::TokenRequest;
 use fic_oauth_core::response::TokenResponse;
-use fic_oauth_core::retry::{Attempt, RetryDecision, RetryPolicy, TokenEndpointRetry};
+use fic_oauth_core::retry::{send_with_retries, TokenEndpointRetry};
 use fic_oauth_core::{
     ClientIdentity, Clock, Error, ErrorCode, HttpTransport, Secret, Sleeper, TokenType,
     TransportRequest,
@@ -122,18 +122,6 @@ impl fmt::Debug for Sender {
     }
 }
 
-fn copy_request(template: &http::Request<Bytes>) -> Result<http::Request<Bytes>, Error> {
-    let mut builder = http::Request::builder()
-        .method(template.method().clone())
-        .uri(template.uri().clone());
-    if let Some(headers) = builder.headers_mut() {
-        headers.clone_from(template.headers());
-    }
-    builder
-        .body(template.body().clone())
-        .map_err(|e| Error::new(ErrorCode::INTERNAL, e.to_string()))
-}
-
 impl Sender {
     /// Applies the hook to a built request.
     fn hooked(&self, outgoing: TransportRequest) -> Result<TransportRequest, Error> {
@@ -176,43 +164,23 @@ impl Sender {
         expected: TokenType,
     ) -> Result<TokenResponse, Error> {
         let prepared = self.hooked(request.into_transport_request()?)?;
-        let mut policy = TokenEndpointRetry::default();
-        loop {
-            let mut attempt = TransportRequest::new(copy_request(&prepared.request)?)
-                .with_identity(prepared.identity.clone());
-            attempt.timeout = prepared.timeout;
-            let outcome = self.transport.send(attempt).await;
-            let now = self.clock.now();
-            let decision = match &outcome {
-                Ok(response) => policy.decide(&Attempt::response(
-                    response.status().as_u16(),
-                    response.headers(),
-                    now,
-                )),
-                Err(error) if error.code() == &ErrorCode::TIMEOUT => {
-                    policy.decide(&Attempt::Timeout)
-                }
-                Err(error) if error.code() == &ErrorCode::CONNECTION_FAILED => {
-                    policy.decide(&Attempt::ConnectionRefused)
-                }
-                Err(_) => policy.decide(&Attempt::OtherFailure),
-            };
-            match (decision, outcome) {
-                (RetryDecision::RetryAfter(delay), _) => {
-                    tracing::debug!(delay_ms = delay.as_millis(), "retrying the token request");
-                    self.sleeper.sleep(delay).await;
-                }
-                (RetryDecision::Stop, Ok(response)) => {
-                    return TokenResponse::parse_at(
-                        response.status().as_u16(),
-                        response.headers(),
-                        response.body(),
-                        expected,
-                        now,
-                    );
-                }
-                (RetryDecision::Stop, Err(error)) => return Err(error),
-            }
-        }
+        let response = send_with_retries(
+            self.transport.as_ref(),
+            self.clock.as_ref(),
+            self.sleeper.as_ref(),
+            &prepared,
+            &mut TokenEndpointRetry::default(),
+            &mut |attempt, delay| {
+                tracing::debug!(?attempt, delay_ms = delay.as_millis(), "retrying the token request");
+            },
+        )
+        .await?;
+        TokenResponse::parse_at(
+            response.status().as_u16(),
+            response.headers(),
+            response.body(),
+            expected,
+            self.clock.now(),
+        )
     }
 }

@@ -19,7 +19,7 @@ use crate::arc;
 use crate::id::ManagedIdentityId;
 use crate::imds_v2::ImdsV2;
 use crate::response::{parse_token, request_failed};
-use crate::send::{copy_request, transport_failure, Policy, Sender};
+use crate::send::{transport_failure, Policy, Sender};
 use crate::service_fabric::ServiceFabricTransport;
 use crate::source::{
     process_environment, scope_to_resource, ManagedIdentitySource, SourceConfig,
@@ -367,26 +367,31 @@ impl Inner {
         }
         let source = self.config.source();
         let sender = &self.source_sender;
-        let request = self.config.token_request(&self.id, resource, correlation)?;
+        let request = fic_oauth_core::TransportRequest::new(self.config.token_request(
+            &self.id,
+            resource,
+            correlation,
+        )?);
         let policy = if source == ManagedIdentitySource::Imds {
             Policy::Imds
         } else {
             Policy::ManagedIdentity
         };
         let mut response = sender
-            .send(&request, None, policy)
+            .send(&request, policy)
             .await
             .map_err(|e| transport_failure(source, e))?;
         if source == ManagedIdentitySource::AzureArc && response.status().as_u16() == 401 {
             let path = arc::challenge_path(response.headers().get(http::header::WWW_AUTHENTICATE))?;
             tracing::debug!(path = %path.display(), "Azure Arc answered with a challenge");
             let authorization = arc::authorization(&path, &self.arc_token_directory)?;
-            let mut second = copy_request(&request);
+            let mut second = request.clone();
             second
+                .request
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, authorization);
             response = sender
-                .send(&second, None, Policy::ManagedIdentity)
+                .send(&second, Policy::ManagedIdentity)
                 .await
                 .map_err(|e| transport_failure(source, e))?;
         }

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fic_oauth_core::retry::{
-    Attempt, ImdsRetry, ManagedIdentityRetry, RetryDecision, RetryPolicy, TokenEndpointRetry,
+    send_with_retries, ImdsRetry, ManagedIdentityRetry, RetryPolicy, TokenEndpointRetry,
 };
-use fic_oauth_core::{
-    ClientIdentity, Clock, Error, ErrorCode, HttpTransport, Sleeper, TransportRequest,
-};
+use fic_oauth_core::transport::describe_uri;
+use fic_oauth_core::{Clock, Error, ErrorCode, HttpTransport, Sleeper, TransportRequest};
 
 use crate::codes;
 use crate::source::ManagedIdentitySource;
@@ -52,72 +51,27 @@ impl fmt::Debug for Sender {
     }
 }
 
-/// A copy of a request (the body is shared, not copied).
-pub(crate) fn copy_request(request: &http::Request<Bytes>) -> http::Request<Bytes> {
-    let mut copy = http::Request::new(request.body().clone());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    copy
-}
-
-/// `scheme://host[:port]/path`, without the query, for logs and messages.
-pub(crate) fn describe_uri(uri: &http::Uri) -> String {
-    format!(
-        "{}://{}{}",
-        uri.scheme_str().unwrap_or("?"),
-        uri.authority().map_or("?", http::uri::Authority::as_str),
-        uri.path()
-    )
-}
-
-fn attempt_of_error(error: &Error) -> Attempt {
-    let code = error.code();
-    if code == &ErrorCode::TIMEOUT {
-        Attempt::Timeout
-    } else if code == &ErrorCode::CONNECTION_FAILED {
-        Attempt::ConnectionRefused
-    } else {
-        Attempt::OtherFailure
-    }
-}
-
 impl Sender {
     /// Sends `request` until the policy stops: the last response (whatever its status), or
     /// the last transport error as the transport gave it.
     pub(crate) async fn send(
         &self,
-        request: &http::Request<Bytes>,
-        identity: Option<&ClientIdentity>,
+        request: &TransportRequest,
         policy: Policy,
     ) -> Result<http::Response<Bytes>, Error> {
-        let mut policy = policy.start();
-        let target = describe_uri(request.uri());
-        let mut attempt_number = 1u32;
-        loop {
-            tracing::debug!(method = %request.method(), target = %target, attempt = attempt_number, mtls = identity.is_some(), "sending managed identity request");
-            let outgoing =
-                TransportRequest::new(copy_request(request)).with_identity(identity.cloned());
-            let result = self.transport.send(outgoing).await;
-            let attempt = match &result {
-                Ok(response) if response.status().is_success() => return result,
-                Ok(response) => Attempt::response(
-                    response.status().as_u16(),
-                    response.headers(),
-                    self.clock.now(),
-                ),
-                Err(error) => attempt_of_error(error),
-            };
-            match policy.decide(&attempt) {
-                RetryDecision::RetryAfter(delay) => {
-                    tracing::debug!(target = %target, attempt = attempt_number, outcome = ?attempt, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "retrying managed identity request");
-                    self.sleeper.sleep(delay).await;
-                    attempt_number += 1;
-                }
-                RetryDecision::Stop => return result,
-            }
-        }
+        let target = describe_uri(request.request.uri());
+        tracing::debug!(method = %request.request.method(), target = %target, mtls = request.identity.is_some(), "sending managed identity request");
+        send_with_retries(
+            self.transport.as_ref(),
+            self.clock.as_ref(),
+            self.sleeper.as_ref(),
+            request,
+            policy.start().as_mut(),
+            &mut |attempt, delay| {
+                tracing::debug!(target = %target, outcome = ?attempt, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "retrying managed identity request");
+            },
+        )
+        .await
     }
 }
 

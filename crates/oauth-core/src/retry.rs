@@ -17,9 +17,13 @@
 
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::HeaderMap;
 
+use crate::error::{Error, ErrorCode};
 use crate::response::parse_retry_after;
+use crate::time::{Clock, Sleeper};
+use crate::transport::{HttpTransport, TransportRequest};
 
 /// What one attempt ended with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +50,17 @@ impl Attempt {
         Self::Status {
             status,
             retry_after: parse_retry_after(headers, now),
+        }
+    }
+
+    /// What a transport call ended with: the response (its `Retry-After` read at `now`), or
+    /// the transport error's class (`timeout`, `connection_failed`, anything else).
+    pub fn of(result: &Result<http::Response<Bytes>, Error>, now: SystemTime) -> Self {
+        match result {
+            Ok(response) => Self::response(response.status().as_u16(), response.headers(), now),
+            Err(error) if error.code() == &ErrorCode::TIMEOUT => Self::Timeout,
+            Err(error) if error.code() == &ErrorCode::CONNECTION_FAILED => Self::ConnectionRefused,
+            Err(_) => Self::OtherFailure,
         }
     }
 
@@ -78,6 +93,43 @@ pub enum RetryDecision {
 pub trait RetryPolicy: Send {
     /// What to do after an attempt.
     fn decide(&mut self, attempt: &Attempt) -> RetryDecision;
+}
+
+/// Sends `request` through `transport` until `policy` stops, sleeping on `sleeper` as it says;
+/// returns the last outcome (a response of any status, or the last transport error).
+/// `on_retry` is told each retried attempt and the delay before the next (for logs).
+///
+/// ```
+/// # async fn demo(transport: &dyn fic_oauth_core::HttpTransport, request: fic_oauth_core::TransportRequest) {
+/// use fic_oauth_core::retry::{send_with_retries, TokenEndpointRetry};
+/// use fic_oauth_core::ManualClock;
+///
+/// let clock = ManualClock::default(); // production: SystemClock and TokioSleeper
+/// let response = send_with_retries(
+///     transport, &clock, &clock, &request,
+///     &mut TokenEndpointRetry::default(), &mut |_attempt, _delay| {},
+/// ).await;
+/// # }
+/// ```
+pub async fn send_with_retries(
+    transport: &dyn HttpTransport,
+    clock: &dyn Clock,
+    sleeper: &dyn Sleeper,
+    request: &TransportRequest,
+    policy: &mut dyn RetryPolicy,
+    on_retry: &mut (dyn FnMut(&Attempt, Duration) + Send),
+) -> Result<http::Response<Bytes>, Error> {
+    loop {
+        let result = transport.send(request.clone()).await;
+        let attempt = Attempt::of(&result, clock.now());
+        match policy.decide(&attempt) {
+            RetryDecision::RetryAfter(delay) => {
+                on_retry(&attempt, delay);
+                sleeper.sleep(delay).await;
+            }
+            RetryDecision::Stop => return result,
+        }
+    }
 }
 
 /// The token endpoint: one retry after 1 s on 5xx or a timeout, none when `Retry-After` is
@@ -209,6 +261,50 @@ mod tests {
 
     const fn secs(s: u64) -> RetryDecision {
         RetryDecision::RetryAfter(Duration::from_secs(s))
+    }
+
+    /// Answers 500 once, then 200; counts sends.
+    #[derive(Debug, Default)]
+    struct FlakyOnce(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl HttpTransport for FlakyOnce {
+        async fn send(&self, _: TransportRequest) -> Result<http::Response<Bytes>, Error> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let status = if n == 0 { 500 } else { 200 };
+            Ok(http::Response::builder().status(status).body(Bytes::new()).unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn send_with_retries_sleeps_as_the_policy_says() {
+        let clock = crate::ManualClock::default();
+        let transport = FlakyOnce::default();
+        let request = TransportRequest::new(http::Request::new(Bytes::from_static(b"x")));
+        let mut retried = Vec::new();
+        let response = send_with_retries(
+            &transport,
+            &clock,
+            &clock,
+            &request,
+            &mut TokenEndpointRetry::default(),
+            &mut |attempt, delay| retried.push((*attempt, delay)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(transport.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(clock.sleeps(), vec![Duration::from_secs(1)]);
+        assert_eq!(retried, vec![(Attempt::status(500), Duration::from_secs(1))]);
+    }
+
+    #[test]
+    fn transport_errors_are_classified() {
+        let now = SystemTime::UNIX_EPOCH;
+        let err = |code| Err(Error::new(code, "x"));
+        assert_eq!(Attempt::of(&err(ErrorCode::TIMEOUT), now), Attempt::Timeout);
+        assert_eq!(Attempt::of(&err(ErrorCode::CONNECTION_FAILED), now), Attempt::ConnectionRefused);
+        assert_eq!(Attempt::of(&err(ErrorCode::TLS_HANDSHAKE_FAILED), now), Attempt::OtherFailure);
     }
 
     #[test]

@@ -76,9 +76,36 @@ impl TransportRequest {
     }
 }
 
+/// `scheme://host[:port]/path` of a URI, without its query (which may carry secrets): for
+/// logs, messages and `Debug`.
+pub fn describe_uri(uri: &http::Uri) -> String {
+    format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("?"),
+        uri.authority().map_or("?", http::uri::Authority::as_str),
+        uri.path()
+    )
+}
+
+/// A copy sharing the body (cheap): method, URI, version, headers, identity and timeout.
+/// Request extensions are not copied.
+impl Clone for TransportRequest {
+    fn clone(&self) -> Self {
+        let mut request = http::Request::new(self.request.body().clone());
+        *request.method_mut() = self.request.method().clone();
+        *request.uri_mut() = self.request.uri().clone();
+        *request.version_mut() = self.request.version();
+        *request.headers_mut() = self.request.headers().clone();
+        Self {
+            request,
+            identity: self.identity.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
 impl fmt::Debug for TransportRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let uri = self.request.uri();
         let headers: Vec<&str> = self
             .request
             .headers()
@@ -87,15 +114,7 @@ impl fmt::Debug for TransportRequest {
             .collect();
         f.debug_struct("TransportRequest")
             .field("method", self.request.method())
-            .field(
-                "uri",
-                &format_args!(
-                    "{}://{}{}",
-                    uri.scheme_str().unwrap_or("?"),
-                    uri.authority().map_or("", http::uri::Authority::as_str),
-                    uri.path()
-                ),
-            )
+            .field("uri", &describe_uri(self.request.uri()))
             .field("headers", &headers)
             .field("body_len", &self.request.body().len())
             .field(

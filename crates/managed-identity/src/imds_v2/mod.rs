@@ -230,14 +230,7 @@ impl ImdsV2 {
         .with_claims(claims.map(str::to_owned))
         .with_correlation_id(correlation)
         .into_transport_request()?;
-        let response = self
-            .sender
-            .send(
-                &outgoing.request,
-                outgoing.identity.as_ref(),
-                Policy::TokenEndpoint,
-            )
-            .await?;
+        let response = self.sender.send(&outgoing, Policy::TokenEndpoint).await?;
         let now = self.sender.clock.now();
         let parsed = TokenResponse::parse_at(
             response.status().as_u16(),
@@ -346,7 +339,10 @@ impl ImdsV2 {
             .map_err(|e| Error::new(ErrorCode::INTERNAL, e.to_string()))?;
         let response = self
             .sender
-            .send(&request, None, Policy::Imds)
+            .send(
+                &fic_oauth_core::TransportRequest::new(request),
+                Policy::Imds,
+            )
             .await
             .map_err(|e| transport_failure(SOURCE, e))?;
         let status = response.status().as_u16();
@@ -414,7 +410,10 @@ impl ImdsV2 {
             .map_err(|e| Error::new(ErrorCode::INTERNAL, e.to_string()))?;
         let response = self
             .sender
-            .send(&request, None, Policy::Imds)
+            .send(
+                &fic_oauth_core::TransportRequest::new(request),
+                Policy::Imds,
+            )
             .await
             .map_err(|e| transport_failure(SOURCE, e))?;
         if !response.status().is_success() {
