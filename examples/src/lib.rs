@@ -161,38 +161,13 @@ pub fn transport_for(emulator: &EmulatorHandle) -> Result<MtlsTransport, Error> 
 
 /// A fresh self-signed EC P-256 certificate with its key (emulator mode).
 pub fn new_identity(name: &str) -> Result<ClientIdentity, Error> {
-    let generated = rcgen::generate_simple_self_signed(vec![name.to_string()])
-        .map_err(|e| Error::new(ErrorCode::INVALID_CERTIFICATE, e.to_string()))?;
-    let pem = format!(
-        "{}{}",
-        generated.cert.pem(),
-        generated.signing_key.serialize_pem()
-    );
-    fic_assertion::load::from_pem(pem.as_bytes())
+    fic_assertion::generate::self_signed(name)
 }
 
 /// A certificate issued by a fresh CA (subject `CN=<subject>`), for subject name + issuer
 /// registrations (FMI blueprints): the chain is `[leaf, CA]`; the CA's DER is returned too.
 pub fn new_issued_identity(subject: &str) -> Result<(ClientIdentity, Vec<u8>), Error> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let fail = |e: rcgen::Error| Error::new(ErrorCode::INVALID_CERTIFICATE, e.to_string());
-    let ca_key = KeyPair::generate().map_err(fail)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{subject} issuing CA"));
-    let ca = ca_params.self_signed(&ca_key).map_err(fail)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().map_err(fail)?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
-    params.distinguished_name.push(DnType::CommonName, subject);
-    let leaf = params.signed_by(&key, &issuer).map_err(fail)?;
-    let pem = format!("{}{}{}", leaf.pem(), ca.pem(), key.serialize_pem());
-    Ok((
-        fic_assertion::load::from_pem(pem.as_bytes())?,
-        ca.der().to_vec(),
-    ))
+    fic_assertion::generate::issued(subject)
 }
 
 /// A certificate with its key from a file: PKCS#12 when the name ends in `.pfx` / `.p12`

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use fic_emulator::{EmulatorBuilder, EmulatorHandle};
 use fic_flows::{ConfidentialClient, ConfidentialClientBuilder, RegionDetector};
 use fic_mtls_transport::MtlsTransport;
-use fic_oauth_core::{ClientIdentity, Error, ErrorCode};
+use fic_oauth_core::{ClientIdentity, Error};
 
 /// The tenant every suite registers its apps in.
 pub const TENANT: &str = "3c1f0a9e-5d2b-4e7f-8a6c-0b9d8e7f6a5b";
@@ -63,45 +63,13 @@ pub fn transport_for(emulator: &EmulatorHandle) -> Result<MtlsTransport, Error> 
 
 /// A fresh self-signed EC P-256 certificate with its key.
 pub fn new_identity(name: &str) -> ClientIdentity {
-    let generated = rcgen::generate_simple_self_signed(vec![name.to_string()])
-        .map_err(|e| Error::new(ErrorCode::INVALID_CERTIFICATE, e.to_string()))
-        .expect("rcgen makes a certificate");
-    let pem = format!(
-        "{}{}",
-        generated.cert.pem(),
-        generated.signing_key.serialize_pem()
-    );
-    fic_assertion::load::from_pem(pem.as_bytes()).expect("the certificate loads")
+    fic_assertion::generate::self_signed(name).expect("a certificate is generated")
 }
 
 /// A certificate issued by a fresh CA (subject `CN=<subject>`), for subject name + issuer
 /// (SN+I) registrations: the identity's chain is `[leaf, CA]`; the CA's DER is returned too.
 pub fn new_issued_identity(subject: &str) -> (ClientIdentity, Vec<u8>) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{subject} issuing CA"));
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let mut leaf_params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, subject);
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf certificate");
-    let pem = format!(
-        "{}{}{}",
-        leaf.pem(),
-        ca_cert.pem(),
-        leaf_key.serialize_pem()
-    );
-    let identity = fic_assertion::load::from_pem(pem.as_bytes()).expect("the chain loads");
-    (identity, ca_cert.der().to_vec())
+    fic_assertion::generate::issued(subject).expect("a certificate is issued")
 }
 
 /// The payload of a JWT (not verified; the emulator's tests verify signatures).

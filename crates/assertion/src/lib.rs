@@ -104,6 +104,8 @@
 //! * `ring` (default): [`SoftwareKey`] signs with ring.
 //! * `aws-lc-rs`: [`SoftwareKey`] signs with aws-lc-rs (for SDKs that forbid ring). When both
 //!   are on, ring is used.
+//! * `generate`: [`generate`] makes fresh certificates and keys for development, tests and
+//!   demos (rcgen).
 //!
 //! Without either, everything but [`SoftwareKey`] and the key loaders remains (custom keys,
 //! providers, certificate parsing).
@@ -124,6 +126,8 @@ mod certificate_assertion;
 pub mod codes;
 mod der;
 mod file;
+#[cfg(all(feature = "generate", any(feature = "ring", feature = "aws-lc-rs")))]
+pub mod generate;
 #[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
 mod key;
 pub mod load;

@@ -72,42 +72,6 @@ pub(crate) fn transport_for(emulator: &EmulatorHandle) -> Result<MtlsTransport, 
         .build()
 }
 
-/// A fresh EC P-256 certificate and key.
-pub(crate) fn new_identity(name: &str) -> Result<ClientIdentity, Error> {
-    let generated = rcgen::generate_simple_self_signed(vec![name.to_string()])
-        .map_err(|e| Error::new(ErrorCode::INVALID_CERTIFICATE, e.to_string()))?;
-    let pem = format!(
-        "{}{}",
-        generated.cert.pem(),
-        generated.signing_key.serialize_pem()
-    );
-    fic_assertion::load::from_pem(pem.as_bytes())
-}
-
-/// A certificate issued by a fresh CA (for subject name + issuer registrations), its chain
-/// `[leaf, CA]` and the CA's DER.
-pub(crate) fn new_issued_identity(subject: &str) -> Result<(ClientIdentity, Vec<u8>), Error> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let fail = |e: rcgen::Error| Error::new(ErrorCode::INVALID_CERTIFICATE, e.to_string());
-    let ca_key = KeyPair::generate().map_err(fail)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{subject} issuing CA"));
-    let ca = ca_params.self_signed(&ca_key).map_err(fail)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().map_err(fail)?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
-    params.distinguished_name.push(DnType::CommonName, subject);
-    let leaf = params.signed_by(&key, &issuer).map_err(fail)?;
-    let pem = format!("{}{}{}", leaf.pem(), ca.pem(), key.serialize_pem());
-    Ok((
-        fic_assertion::load::from_pem(pem.as_bytes())?,
-        ca.der().to_vec(),
-    ))
-}
-
 fn short(thumbprint: Option<&str>) -> String {
     thumbprint.map_or_else(|| "-".into(), |t| format!("{}…", &t[..t.len().min(12)]))
 }
@@ -224,6 +188,28 @@ macro_rules! step {
     }};
 }
 
+/// A PoP token presented to the resource over `binding` (none, or another certificate than
+/// its own) must be refused.
+async fn refused_with(d: &Demo, binding: Option<ClientIdentity>, note: &str) -> StepResult {
+    let client = d
+        .client()
+        .certificate(d.certificate.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut token = client
+        .acquire_token_for_client([VAULT_SCOPE])
+        .with_mtls_pop()
+        .await
+        .map_err(|e| e.to_string())?;
+    token.binding = binding;
+    let (status, _) = d.resource(VAULT_URL, &token).await?;
+    check(
+        status == 401,
+        format!("the resource answered {status}, expected 401"),
+    )?;
+    Ok((Some(token), "401 (refused, as it must)".into(), note.into()))
+}
+
 async fn vanilla_pop(demo: &Demo, region: Option<&str>) -> StepResult {
     let mut builder = demo.client().certificate(demo.certificate.clone());
     if let Some(region) = region {
@@ -275,10 +261,11 @@ async fn vanilla_pop(demo: &Demo, region: Option<&str>) -> StepResult {
 
 /// Runs the demo.
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
-    let certificate = new_identity("fic-demo-app")?;
-    let other_certificate = new_identity("fic-demo-other")?;
-    let leg2_certificate = new_identity("fic-demo-leg2")?;
-    let (blueprint_certificate, blueprint_ca) = new_issued_identity("blueprint.fic-demo.example")?;
+    let certificate = fic_assertion::generate::self_signed("fic-demo-app")?;
+    let other_certificate = fic_assertion::generate::self_signed("fic-demo-other")?;
+    let leg2_certificate = fic_assertion::generate::self_signed("fic-demo-leg2")?;
+    let (blueprint_certificate, blueprint_ca) =
+        fic_assertion::generate::issued("blueprint.fic-demo.example")?;
     let app = App::new(APP, TENANT)
         .secret("demo-secret-value")
         .certificate(certificate.leaf_der().to_vec())
@@ -386,56 +373,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
         Ok((Some(token), status.to_string(), "no request sent".into()))
     });
 
-    step!(
-        demo,
-        "resource without the binding certificate",
-        |d| async move {
-            let client = d
-                .client()
-                .certificate(d.certificate.clone())
-                .build()
-                .map_err(|e| e.to_string())?;
-            let mut token = client
-                .acquire_token_for_client([VAULT_SCOPE])
-                .with_mtls_pop()
-                .await
-                .map_err(|e| e.to_string())?;
-            token.binding = None;
-            let (status, _) = d.resource(VAULT_URL, &token).await?;
-            check(
-                status == 401,
-                format!("the resource answered {status}, expected 401"),
-            )?;
-            Ok((
-                Some(token),
-                "401 (refused, as it must)".into(),
-                "RFC 8705 cnf check".into(),
-            ))
-        }
-    );
-
-    step!(demo, "resource with another certificate", |d| async move {
-        let client = d
-            .client()
-            .certificate(d.certificate.clone())
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut token = client
-            .acquire_token_for_client([VAULT_SCOPE])
-            .with_mtls_pop()
-            .await
-            .map_err(|e| e.to_string())?;
-        token.binding = Some(d.other_certificate.clone());
-        let (status, _) = d.resource(VAULT_URL, &token).await?;
-        check(
-            status == 401,
-            format!("the resource answered {status}, expected 401"),
-        )?;
-        Ok((
-            Some(token),
-            "401 (refused, as it must)".into(),
-            "certificate ≠ cnf".into(),
-        ))
+    step!(demo, "resource without the binding certificate", |d| {
+        refused_with(d, None, "RFC 8705 cnf check")
+    });
+    step!(demo, "resource with another certificate", |d| {
+        refused_with(d, Some(d.other_certificate.clone()), "certificate ≠ cnf")
     });
 
     step!(demo, "certificate, Bearer (jwt-bearer)", |d| async move {

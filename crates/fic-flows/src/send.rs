@@ -171,7 +171,11 @@ impl Sender {
             &prepared,
             &mut TokenEndpointRetry::default(),
             &mut |attempt, delay| {
-                tracing::debug!(?attempt, delay_ms = delay.as_millis(), "retrying the token request");
+                tracing::debug!(
+                    ?attempt,
+                    delay_ms = delay.as_millis(),
+                    "retrying the token request"
+                );
             },
         )
         .await?;

@@ -272,7 +272,10 @@ mod tests {
         async fn send(&self, _: TransportRequest) -> Result<http::Response<Bytes>, Error> {
             let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let status = if n == 0 { 500 } else { 200 };
-            Ok(http::Response::builder().status(status).body(Bytes::new()).unwrap())
+            Ok(http::Response::builder()
+                .status(status)
+                .body(Bytes::new())
+                .unwrap())
         }
     }
 
@@ -295,7 +298,10 @@ mod tests {
         assert_eq!(response.status(), 200);
         assert_eq!(transport.0.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert_eq!(clock.sleeps(), vec![Duration::from_secs(1)]);
-        assert_eq!(retried, vec![(Attempt::status(500), Duration::from_secs(1))]);
+        assert_eq!(
+            retried,
+            vec![(Attempt::status(500), Duration::from_secs(1))]
+        );
     }
 
     #[test]
@@ -303,8 +309,14 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH;
         let err = |code| Err(Error::new(code, "x"));
         assert_eq!(Attempt::of(&err(ErrorCode::TIMEOUT), now), Attempt::Timeout);
-        assert_eq!(Attempt::of(&err(ErrorCode::CONNECTION_FAILED), now), Attempt::ConnectionRefused);
-        assert_eq!(Attempt::of(&err(ErrorCode::TLS_HANDSHAKE_FAILED), now), Attempt::OtherFailure);
+        assert_eq!(
+            Attempt::of(&err(ErrorCode::CONNECTION_FAILED), now),
+            Attempt::ConnectionRefused
+        );
+        assert_eq!(
+            Attempt::of(&err(ErrorCode::TLS_HANDSHAKE_FAILED), now),
+            Attempt::OtherFailure
+        );
     }
 
     #[test]
