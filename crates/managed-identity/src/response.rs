@@ -15,8 +15,8 @@ use crate::source::ManagedIdentitySource;
 /// `expires_on` values below this (2001-01-01T00:00:00Z) are relative seconds, not epochs.
 pub const ABSOLUTE_TIMESTAMP_THRESHOLD: i64 = 978_307_200;
 /// Managed identity tokens are refreshed at half-life only when they live longer than this
-/// (strictly, as MSAL does for managed identity).
-pub const HALF_LIFE_THRESHOLD: Duration = Duration::from_secs(2 * 3600);
+/// (strictly, as MSAL does): oauth-core's rule, re-exported.
+pub use fic_oauth_core::response::HALF_LIFE_REFRESH_THRESHOLD as HALF_LIFE_THRESHOLD;
 /// The largest body read.
 const MAX_BODY: usize = fic_oauth_core::response::MAX_RESPONSE_BYTES;
 
@@ -74,9 +74,7 @@ pub(crate) fn parse_token(
     };
     let lifetime = expires_on.duration_since(now).unwrap_or_default();
     let mut token = AccessToken::new(access_token, token_type, expires_on);
-    if lifetime > HALF_LIFE_THRESHOLD {
-        token.refresh_on = refresh_on(now, lifetime.as_secs(), None);
-    }
+    token.refresh_on = refresh_on(now, lifetime.as_secs(), None);
     Ok(token)
 }
 
