@@ -24,7 +24,13 @@ struct Step {
     ok: bool,
     took: Duration,
     detail: String,
+    /// The last lines the step wrote to stderr, shown again in the summary when it failed (a CI
+    /// log is often cut to its end, and the reason must survive the cut).
+    stderr_tail: Vec<String>,
 }
+
+/// How many stderr lines of a failed step the summary repeats.
+const STDERR_TAIL_LINES: usize = 25;
 
 fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -43,13 +49,29 @@ fn cargo() -> Command {
 fn run(name: &str, mut command: Command) -> Step {
     println!("\n==> {name}");
     let started = Instant::now();
-    command.stdout(Stdio::piped());
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut stderr_tail = Vec::new();
     let mut passed = 0u64;
     let mut failed = 0u64;
     let mut ignored = 0u64;
     let mut suites = 0u64;
     let ok = match command.spawn() {
         Ok(mut child) => {
+            // stderr is passed through as it comes and its tail kept, on its own thread so
+            // neither pipe can fill up and stall the child.
+            let stderr_reader = child.stderr.take().map(|stderr| {
+                std::thread::spawn(move || {
+                    let mut tail = std::collections::VecDeque::with_capacity(STDERR_TAIL_LINES);
+                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                        eprintln!("{line}");
+                        if tail.len() == STDERR_TAIL_LINES {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line);
+                    }
+                    Vec::from(tail)
+                })
+            });
             if let Some(stdout) = child.stdout.take() {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                     println!("{line}");
@@ -71,6 +93,9 @@ fn run(name: &str, mut command: Command) -> Step {
                     }
                 }
             }
+            if let Some(reader) = stderr_reader {
+                stderr_tail = reader.join().unwrap_or_default();
+            }
             child.wait().is_ok_and(|s| s.success())
         }
         Err(e) => {
@@ -88,6 +113,7 @@ fn run(name: &str, mut command: Command) -> Step {
         ok,
         took: started.elapsed(),
         detail,
+        stderr_tail,
     }
 }
 
@@ -205,8 +231,17 @@ fn summary(title: &str, steps: &[Step], notes: &[String]) -> ExitCode {
         );
     }
     println!("{}", "-".repeat(78));
+    for step in steps.iter().filter(|s| !s.ok && !s.stderr_tail.is_empty()) {
+        println!("why {} failed (its stderr, in short):", step.name);
+        for line in failure_lines(&step.stderr_tail) {
+            println!("  | {line}");
+        }
+    }
     for note in notes {
         println!("{note}");
+    }
+    if let Some(free) = disk_free_note() {
+        println!("{free}");
     }
     let failed = steps.iter().filter(|s| !s.ok).count();
     let (passed, failed_tests) = steps.iter().fold((0u64, 0u64), |acc, s| {
@@ -232,6 +267,54 @@ fn summary(title: &str, steps: &[Step], notes: &[String]) -> ExitCode {
         println!("{failed} of {} steps FAILED", steps.len());
         ExitCode::FAILURE
     }
+}
+
+/// The lines of a failed step's stderr tail that say why: compiler errors, panics, signals and
+/// a full disk; the last few lines when none of those is there.
+fn failure_lines(tail: &[String]) -> Vec<&str> {
+    const MARKERS: [&str; 7] = [
+        "error",
+        "panicked",
+        "No space left",
+        "signal",
+        "Killed",
+        "FAILED",
+        "failed",
+    ];
+    let telling: Vec<&str> = tail
+        .iter()
+        .map(String::as_str)
+        .filter(|line| MARKERS.iter().any(|marker| line.contains(marker)))
+        .take(12)
+        .collect();
+    if telling.is_empty() {
+        tail.iter()
+            .rev()
+            .take(8)
+            .rev()
+            .map(String::as_str)
+            .collect()
+    } else {
+        telling
+    }
+}
+
+/// Free space on the disk that holds `target/`, as `df` reports it (a build that runs out of
+/// disk fails with errors that do not always say so).
+fn disk_free_note() -> Option<String> {
+    let target = workspace_root().join("target");
+    let output = Command::new("df").arg("-Pk").arg(&target).output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let available_kib: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    #[allow(clippy::cast_precision_loss)]
+    let gib = available_kib as f64 / (1024.0 * 1024.0);
+    Some(format!("disk: {gib:.1} GiB free where target/ is"))
 }
 
 fn test() -> ExitCode {
@@ -442,6 +525,7 @@ fn tree_check(name: &str, args: &[&str], forbidden: &[&str]) -> Step {
         ok,
         took: started.elapsed(),
         detail,
+        stderr_tail: Vec::new(),
     }
 }
 
