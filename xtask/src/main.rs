@@ -444,6 +444,7 @@ fn feature_sets() -> Vec<Step> {
                 "fic-managed-identity",
                 "-p",
                 "fic-flows",
+                "--no-fail-fast",
             ][..],
         ),
     ] {

@@ -16,8 +16,8 @@
 //! - **Failures never block acquisition**: a corrupt or truncated file is logged, set aside as
 //!   `<path>.corrupt-<unix-seconds>` and treated as empty; a lock that cannot be had in time, or
 //!   a file that cannot be written, leaves the change in this process's memory (served from
-//!   there, and written with the next write that succeeds) and returns an error the engine
-//!   logs.
+//!   there, and written with the next write that succeeds, by [`FileCache::flush`], or when the
+//!   last handle is dropped) and returns an error the engine logs.
 //! - **Encryption at rest** (feature `encryption`): the whole file is one AES-256-GCM envelope
 //!   (see `EncryptionKey`). A file that cannot be decrypted — wrong key, or encrypted while this
 //!   process has no key — is **never overwritten**: reads and writes return
@@ -742,6 +742,28 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    /// The last handle is going: changes still held in memory get one more try (one lock wait
+    /// of at most the lock timeout), so that a write that lost a race for the lock is not lost
+    /// with the process.
+    fn drop(&mut self) {
+        let pending = self.state().pending.len();
+        if pending == 0 {
+            return;
+        }
+        let path = self.path.display().to_string();
+        match self.mutate(Vec::new()) {
+            Ok(()) => tracing::debug!(pending, path, "token cache changes written on close"),
+            Err(error) => tracing::warn!(
+                pending,
+                path,
+                code = %error.code(),
+                "token cache changes could not be written on close and are lost"
+            ),
+        }
+    }
+}
+
 fn unlock(lock: &File) {
     // Closing the descriptor releases the lock too; this only makes it explicit.
     let _ = fs4::FileExt::unlock(lock);
@@ -811,6 +833,24 @@ impl FileCache {
             return Ok(());
         }
         self.blocking(move |inner| inner.mutate(changes)).await
+    }
+
+    /// Writes the changes that have not reached the file yet (a write that timed out on the
+    /// lock or failed on IO keeps its change in memory) and returns how many were written; `0`,
+    /// without touching the file, when there are none. Call it before a planned shutdown: the
+    /// last handle dropped also tries once, but a destructor can only log a failure.
+    pub async fn flush(&self) -> Result<usize, Error> {
+        let pending = self.pending_len();
+        if pending == 0 {
+            return Ok(0);
+        }
+        self.blocking(move |inner| inner.mutate(Vec::new())).await?;
+        Ok(pending)
+    }
+
+    /// How many changes are held in memory because they could not be written to the file yet.
+    pub fn pending_len(&self) -> usize {
+        self.inner.state().pending.len()
     }
 
     /// The number of entries in memory (as of the last look at the file).

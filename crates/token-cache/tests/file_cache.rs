@@ -532,6 +532,80 @@ async fn a_held_lock_delays_a_write_boundedly_and_never_fails_acquisition() {
     assert!(read_json(&path)["AccessToken"][key2.as_str()].is_object());
 }
 
+fn hold_lock(file: &FileCache) -> std::fs::File {
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(file.lock_path())
+        .unwrap();
+    fs4::FileExt::lock(&holder).unwrap();
+    holder
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_that_missed_the_lock_are_written_by_flush() {
+    let dir = TempDir::new("flush");
+    let path = dir.join("cache.json");
+    let clock = ManualClock::at_unix(1_700_000_000);
+    let file = FileCache::builder(&path)
+        .clock(Arc::new(clock.clone()))
+        .lock_timeout(Duration::from_millis(50))
+        .build();
+    assert_eq!(file.flush().await.unwrap(), 0, "nothing to write");
+    assert!(!path.exists(), "an empty flush does not create the file");
+
+    let holder = hold_lock(&file);
+    let (key, entry) = access_token(&clock, "s", 3600);
+    let (gone, gone_entry) = access_token(&clock, "gone", 3600);
+    assert!(file.put(key.clone(), entry).await.is_err());
+    assert!(file.put(gone.clone(), gone_entry).await.is_err());
+    assert!(file.remove(&gone).await.is_err());
+    assert_eq!(file.pending_len(), 2);
+    let error = file.flush().await.unwrap_err();
+    assert_eq!(error.code(), &codes::CACHE_LOCK_TIMEOUT);
+    assert_eq!(file.pending_len(), 2, "still held after a failed flush");
+
+    fs4::FileExt::unlock(&holder).unwrap();
+    assert_eq!(file.flush().await.unwrap(), 2);
+    assert_eq!(file.pending_len(), 0);
+    let json = read_json(&path);
+    assert!(json["AccessToken"][key.as_str()].is_object());
+    assert!(
+        json["AccessToken"].get(gone.as_str()).is_none(),
+        "the removal was written too"
+    );
+}
+
+#[test]
+fn the_last_handle_dropped_writes_what_missed_the_lock() {
+    let dir = TempDir::new("drop-flush");
+    let path = dir.join("cache.json");
+    let clock = ManualClock::at_unix(1_700_000_000);
+    let file = FileCache::builder(&path)
+        .clock(Arc::new(clock.clone()))
+        .lock_timeout(Duration::from_millis(50))
+        .build();
+    let second_handle = file.clone();
+    let holder = hold_lock(&file);
+    let (key, entry) = access_token(&clock, "s", 3600);
+    // The write misses the lock inside a runtime; the drops below run outside any.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert!(runtime.block_on(file.put(key.clone(), entry)).is_err());
+    fs4::FileExt::unlock(&holder).unwrap();
+
+    drop(file);
+    assert!(
+        !path.exists(),
+        "another handle is alive: nothing written yet"
+    );
+    drop(second_handle);
+    assert!(read_json(&path)["AccessToken"][key.as_str()].is_object());
+}
+
 #[cfg(feature = "encryption")]
 mod encryption {
     use super::*;
