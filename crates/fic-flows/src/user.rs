@@ -201,7 +201,7 @@ impl AcquireTokenByUserFic {
                     // A cache hit: the account comes from its own cache entry.
                     if let Ok(Some(entry)) = inner.engine.cache().get(&account_key).await {
                         if let CacheEntry::Account(cached) = &*entry {
-                            token.account = Some(cached.account.clone());
+                            token.account = Some(Arc::new(cached.account.clone()));
                         }
                     }
                 }
@@ -332,7 +332,7 @@ impl UserFlow {
         let response = inner.sender.send(request, TokenType::Bearer).await?;
         let now = inner.clock.now();
         let mut token = response.into_access_token(now, self.scopes.clone(), None);
-        let Some(account) = token.account.as_mut() else {
+        let Some(account) = token.account.as_mut().map(Arc::make_mut) else {
             return Err(Error::new(
                 ErrorCode::INVALID_RESPONSE,
                 "the user token response has no client_info: the account cannot be cached",

@@ -131,8 +131,9 @@ pub struct AccessToken {
     pub source: TokenSource,
     /// For mtls_pop: the certificate the token is bound to (present it when calling the resource).
     pub binding: Option<ClientIdentity>,
-    /// For user flows: the account.
-    pub account: Option<Account>,
+    /// For user flows: the account (shared: cloning a token does not copy it, and the token stays
+    /// small to move, which the cache-hit path does several times).
+    pub account: Option<Arc<Account>>,
     /// For user flows: the refresh token (also kept by the cache).
     pub refresh_token: Option<Secret>,
     /// For user flows: the raw id token.

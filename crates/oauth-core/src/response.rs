@@ -376,7 +376,7 @@ impl TokenResponse {
             );
             account.username = claims.username;
             account.object_id = claims.object_id.or_else(|| Some(info.uid.clone()));
-            token.account = Some(account);
+            token.account = Some(Arc::new(account));
         }
         token.refresh_token = self.refresh_token;
         token.id_token = self.id_token;

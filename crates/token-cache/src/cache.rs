@@ -1,9 +1,8 @@
 //! The `TokenCache` seam and the in-memory cache.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use fic_oauth_core::{Clock, Error, SystemClock};
@@ -56,11 +55,13 @@ const SHARDS: usize = 64;
 /// Every this many writes to a shard, its expired entries are dropped.
 const PURGE_EVERY: u64 = 1024;
 
-type Shard = RwLock<HashMap<CacheKey, Arc<CacheEntry>, KeyHasher>>;
+/// A lock-free map (readers never write to memory another reader touches, so threads hitting
+/// one key do not slow each other down, as they do on a read-write lock's counter).
+type Shard = papaya::HashMap<CacheKey, Arc<CacheEntry>, KeyHasher>;
 
-/// An in-memory cache: 64 shards, each a hash map behind a read-write lock, keyed by the
-/// precomputed hash of the full key. A hit is one probe under one shard's read lock; there is
-/// no global lock and no scan.
+/// An in-memory cache: 64 shards, each a lock-free hash map, keyed by the precomputed hash of the
+/// full key. A hit is one probe of one shard; there is no lock and no scan, and threads hitting
+/// the same key do not contend.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -95,7 +96,7 @@ impl MemoryCache {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
             shards: (0..SHARDS)
-                .map(|_| RwLock::new(HashMap::with_hasher(KeyHasher)))
+                .map(|_| papaya::HashMap::with_hasher(KeyHasher))
                 .collect(),
             writes: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             clock,
@@ -104,8 +105,9 @@ impl MemoryCache {
 
     #[allow(clippy::cast_possible_truncation)]
     fn shard_index(key: &CacheKey) -> usize {
-        // The low bits pick the bucket inside a shard; use high bits for the shard.
-        (key.precomputed_hash() >> 58) as usize % SHARDS
+        // Inside a shard the low bits pick the bucket and the top 7 bits are the probe's tag;
+        // the shard comes from bits in between, which both leave alone.
+        (key.precomputed_hash() >> 32) as usize % SHARDS
     }
 
     fn shard(&self, key: &CacheKey) -> &Shard {
@@ -114,33 +116,23 @@ impl MemoryCache {
 
     /// The entry under `key`, synchronously.
     pub fn get_entry(&self, key: &CacheKey) -> Option<Arc<CacheEntry>> {
-        self.shard(key)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned()
+        self.shard(key).pin().get(key).cloned()
     }
 
-    /// Runs `f` on the entry under `key` (or `None`) under its shard's read lock, without
-    /// cloning it.
+    /// Runs `f` on the entry under `key` (or `None`) without cloning it.
     pub(crate) fn with_entry<R>(
         &self,
         key: &CacheKey,
         f: impl FnOnce(Option<&CacheEntry>) -> R,
     ) -> R {
-        let shard = self
-            .shard(key)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let shard = self.shard(key).pin();
         f(shard.get(key).map(|entry| &**entry))
     }
 
     /// Stores an entry synchronously.
     pub fn put_entry(&self, key: CacheKey, entry: Arc<CacheEntry>) {
         let index = Self::shard_index(&key);
-        let mut shard = self.shards[index]
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let shard = self.shards[index].pin();
         shard.insert(key, entry);
         if self.writes[index].fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
             let now = self.clock.now();
@@ -150,18 +142,12 @@ impl MemoryCache {
 
     /// Removes an entry synchronously.
     pub fn remove_entry(&self, key: &CacheKey) -> Option<Arc<CacheEntry>> {
-        self.shard(key)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key)
+        self.shard(key).pin().remove(key).cloned()
     }
 
     /// The number of entries.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+        self.shards.iter().map(papaya::HashMap::len).sum()
     }
 
     /// Whether the cache is empty.
@@ -173,8 +159,7 @@ impl MemoryCache {
     pub fn entries(&self) -> Vec<(CacheKey, Arc<CacheEntry>)> {
         let mut all = Vec::new();
         for shard in &*self.shards {
-            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
-            all.extend(shard.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
+            all.extend(shard.pin().iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
         }
         all
     }
@@ -182,10 +167,7 @@ impl MemoryCache {
     /// Removes every entry.
     pub fn clear(&self) {
         for shard in &*self.shards {
-            shard
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            shard.pin().clear();
         }
     }
 }
@@ -221,11 +203,7 @@ impl TokenCache for MemoryCache {
     }
 
     fn visit_now(&self, key: &CacheKey, visit: &mut dyn FnMut(Option<&CacheEntry>)) -> bool {
-        let shard = self
-            .shard(key)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        visit(shard.get(key).map(|entry| &**entry));
+        self.with_entry(key, visit);
         true
     }
 }

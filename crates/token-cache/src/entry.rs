@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fic_oauth_core::{AccessToken, Account, ClientIdentity, Secret, TokenSource, TokenType};
@@ -22,6 +23,35 @@ pub struct CachedAccessToken {
     kid: Option<String>,
     /// The result served on a hit, prepared once (cloning it copies no string).
     served: AccessToken,
+    /// Copies of `served` with their own reference counts, made on first use by threads other
+    /// than stripe 0's (see [`SERVED_STRIPES`]).
+    stripes: OnceLock<Arc<Stripes>>,
+}
+
+/// How many copies of the served token an entry hit from many threads keeps. A hit clones the
+/// served token's shared parts (token, scopes, tenant); threads that clone one set of reference
+/// counts at once contend on their cache lines, which costs more than the rest of the hit, so each
+/// thread clones the copy of its stripe. Entries hit from one thread never make a copy.
+pub(crate) const SERVED_STRIPES: usize = 8;
+
+type Stripes = [OnceLock<AccessToken>; SERVED_STRIPES - 1];
+
+/// This thread's stripe: threads take stripes round-robin as they first hit the cache.
+fn thread_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SERVED_STRIPES;
+    }
+    STRIPE.with(|stripe| *stripe)
+}
+
+/// A copy of `token` that shares no reference count with it.
+fn unshared_copy(token: &AccessToken) -> AccessToken {
+    let mut copy = token.clone();
+    copy.token = Secret::new(token.token.expose());
+    copy.scopes = token.scopes.iter().cloned().collect();
+    copy.tenant_id = token.tenant_id.as_deref().map(Arc::from);
+    copy
 }
 
 impl CachedAccessToken {
@@ -73,6 +103,7 @@ impl CachedAccessToken {
             refresh_on,
             kid,
             served,
+            stripes: OnceLock::new(),
         }
     }
 
@@ -153,7 +184,21 @@ impl CachedAccessToken {
 
     /// The result value, served from the cache, bound to `binding` for mtls_pop tokens.
     pub fn to_access_token(&self, binding: Option<&ClientIdentity>) -> AccessToken {
-        let mut token = self.served.clone();
+        self.to_access_token_on(thread_stripe(), binding)
+    }
+
+    fn to_access_token_on(&self, stripe: usize, binding: Option<&ClientIdentity>) -> AccessToken {
+        let served = match stripe.checked_sub(1) {
+            None => &self.served,
+            Some(index) => self
+                .stripes
+                .get_or_init(|| Arc::new(std::array::from_fn(|_| OnceLock::new())))
+                .get(index)
+                .map_or(&self.served, |stripe| {
+                    stripe.get_or_init(|| unshared_copy(&self.served))
+                }),
+        };
+        let mut token = served.clone();
         if self.token_type() == TokenType::MtlsPop {
             token.binding = binding.cloned();
         }
@@ -340,5 +385,65 @@ impl CacheEntry {
             Self::AccessToken(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn entry() -> CachedAccessToken {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut token = AccessToken::new(
+            Secret::new("token-value"),
+            TokenType::Bearer,
+            now + Duration::from_secs(3600),
+        );
+        token.scopes = Arc::from(vec!["https://vault.azure.net/.default".to_string()]);
+        let key = AccessTokenKey::app("env", "cid", "tid", ["https://vault.azure.net/.default"]);
+        CachedAccessToken::from_token(key, &token, now)
+    }
+
+    fn same(a: &AccessToken, b: &AccessToken) -> bool {
+        a.token == b.token
+            && a.scopes == b.scopes
+            && a.tenant_id == b.tenant_id
+            && a.expires_on == b.expires_on
+            && a.source == b.source
+    }
+
+    #[test]
+    fn hits_on_other_stripes_serve_the_same_token_from_their_own_copy() {
+        let entry = entry();
+        let first = entry.to_access_token_on(0, None);
+        assert!(Arc::ptr_eq(&first.scopes, &entry.served.scopes));
+        assert!(entry.stripes.get().is_none(), "stripe 0 makes no copy");
+        assert_eq!(first.source, TokenSource::Cache);
+        assert_eq!(first.token.expose(), "token-value");
+        assert_eq!(first.tenant_id.as_deref(), Some("tid"));
+
+        for stripe in 1..SERVED_STRIPES {
+            let a = entry.to_access_token_on(stripe, None);
+            let b = entry.to_access_token_on(stripe, None);
+            assert!(same(&a, &first), "stripe {stripe} serves the same token");
+            assert!(Arc::ptr_eq(&a.scopes, &b.scopes), "one copy per stripe");
+            assert!(!Arc::ptr_eq(&a.scopes, &first.scopes), "not stripe 0's");
+            let (ta, tf) = (a.tenant_id.unwrap(), first.tenant_id.clone().unwrap());
+            assert!(!Arc::ptr_eq(&ta, &tf));
+        }
+        // A stripe past the last falls back to the shared token rather than failing.
+        let beyond = entry.to_access_token_on(SERVED_STRIPES, None);
+        assert!(Arc::ptr_eq(&beyond.scopes, &entry.served.scopes));
+    }
+
+    #[test]
+    fn threads_take_stripes_round_robin() {
+        let stripes: std::collections::HashSet<usize> = (0..SERVED_STRIPES * 2)
+            .map(|_| std::thread::spawn(thread_stripe).join().unwrap())
+            .collect();
+        // Other tests take stripes meanwhile, but sixteen threads in a row cannot all land on one.
+        assert!(stripes.len() > 1);
+        assert!(stripes.iter().all(|s| *s < SERVED_STRIPES));
     }
 }
