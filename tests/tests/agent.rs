@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fic_emulator::{App, Emulator, User};
+use fic_emulator::{App, Emulator, Fault, FaultTarget, User};
 use fic_flows::{AgentIdentity, ClientCredential, UserIdentifier};
 use fic_oauth_core::{ManualClock, Secret, TokenSource};
 use fic_tests::{jwt_payload, new_issued_identity, World, TENANT};
@@ -317,4 +317,76 @@ async fn another_client_on_the_same_cache_finds_a_user_by_object_id() {
     assert_eq!(s.world.token_requests(), 3, "no request");
     let account = token.account.expect("the account comes from the cache");
     assert_eq!(account.username.as_deref(), Some(ALICE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_asking_at_once_for_a_new_user_share_one_request_and_its_error() {
+    let s = setup(None).await;
+    s.agent.t1().await.unwrap();
+    s.agent.t2().await.unwrap();
+    assert_eq!(s.world.token_requests(), 2);
+    // The user_fic request is held for a moment, so every caller asks while it is in flight.
+    s.world.emulator.faults().inject(
+        Fault::delay(Duration::from_millis(200))
+            .on(FaultTarget::Token)
+            .times(1),
+    );
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let agent = s.agent.clone();
+            tokio::spawn(async move { agent.user_token([USER_SCOPE], alice()).await })
+        })
+        .collect();
+    let mut values = std::collections::HashSet::new();
+    for task in tasks {
+        values.insert(task.await.unwrap().unwrap().token.expose().to_string());
+    }
+    assert_eq!(values.len(), 1, "every caller got the one token");
+    let user_fic = s
+        .world
+        .emulator
+        .log()
+        .count(|r| r.is_token_request() && r.form_value("grant_type") == Some("user_fic"));
+    assert_eq!(user_fic, 1);
+    assert_eq!(s.world.token_requests(), 3);
+    let again = s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    assert_eq!(
+        (again.source, s.world.token_requests()),
+        (TokenSource::Cache, 3)
+    );
+
+    // An error is shared the same way: one request, every caller gets its code.
+    s.world.emulator.faults().inject(
+        Fault::delay(Duration::from_millis(200))
+            .on(FaultTarget::Token)
+            .times(1),
+    );
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let agent = s.agent.clone();
+            tokio::spawn(async move {
+                agent
+                    .user_token(
+                        [USER_SCOPE],
+                        UserIdentifier::Username("nobody@contoso.com".into()),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap_err().aadsts(), Some(50_034));
+    }
+    assert_eq!(s.world.token_requests(), 4);
+    // A finished request is forgotten: the next caller asks again.
+    let err = s
+        .agent
+        .user_token(
+            [USER_SCOPE],
+            UserIdentifier::Username("nobody@contoso.com".into()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.aadsts(), Some(50_034));
+    assert_eq!(s.world.token_requests(), 5);
 }

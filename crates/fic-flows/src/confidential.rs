@@ -306,6 +306,7 @@ impl ConfidentialClientBuilder {
                 client_capabilities: self.client_capabilities,
                 mtls_pop: self.mtls_pop,
                 known_users: std::sync::Mutex::new(HashMap::new()),
+                first_contacts: std::sync::Mutex::new(HashMap::new()),
                 lookups: std::sync::RwLock::new(hashbrown::HashMap::new()),
             }),
         })
@@ -337,6 +338,8 @@ pub(crate) struct Inner {
     /// `upn:<lower-case upn>` / `oid:<object id>` → home account id, learned from user-flow
     /// answers, so a user asked for by either is found in the cache.
     pub(crate) known_users: std::sync::Mutex<HashMap<String, String>>,
+    /// First-contact `user_fic` requests in flight, by user, scopes and assertion path.
+    pub(crate) first_contacts: std::sync::Mutex<HashMap<String, Arc<crate::user::FirstContact>>>,
     /// Memoized cache lookups by request shape (the hit path builds no key).
     pub(crate) lookups: std::sync::RwLock<hashbrown::HashMap<MemoKey, Lookup>>,
 }
@@ -446,6 +449,7 @@ impl ConfidentialClient {
                 client_capabilities: inner.client_capabilities.clone(),
                 mtls_pop: inner.mtls_pop,
                 known_users: std::sync::Mutex::new(HashMap::new()),
+                first_contacts: std::sync::Mutex::new(HashMap::new()),
                 lookups: std::sync::RwLock::new(hashbrown::HashMap::new()),
             }),
         })

@@ -102,7 +102,34 @@ impl ConfidentialClient {
             .get(&user_keys(user))
             .cloned()
     }
+
+    /// The shared first-contact request for `key`: callers asking at once for a user this client
+    /// has not seen yet join one request.
+    fn first_contact_flight(&self, key: &str) -> Arc<FirstContact> {
+        let mut flights = self
+            .inner
+            .first_contacts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(flights.entry(key.to_string()).or_default())
+    }
+
+    /// Forgets a finished first-contact request (later callers find the user known, or, after
+    /// an error, try again).
+    fn end_first_contact(&self, key: &str, flight: &Arc<FirstContact>) {
+        let mut flights = self
+            .inner
+            .first_contacts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            flights.remove(key);
+        }
+    }
 }
+
+/// One first-contact `user_fic` request, shared by the callers that ask for it at once.
+pub(crate) type FirstContact = tokio::sync::OnceCell<Result<AccessToken, Error>>;
 
 impl AcquireTokenByUserFic {
     /// Skips the cache (one `user_fic` request).
@@ -207,19 +234,22 @@ impl AcquireTokenByUserFic {
                 }
                 Ok(token)
             }
-            _ => {
-                // A user this client has not seen: the home account id comes with the answer.
-                let token = flow.fetch(None).await?;
-                if let Some(account) = &token.account {
-                    let entry = CachedAccessToken::from_token(
-                        flow.key(&account.home_account_id),
-                        &token,
-                        inner.clock.now(),
-                    );
-                    flow.store(entry.cache_key(), CacheEntry::AccessToken(entry))
-                        .await;
-                }
-                Ok(token)
+            Some(_) => flow.first_contact().await,
+            None if self.claims.is_some() => flow.first_contact().await,
+            None => {
+                // A user this client has not seen: callers asking at once (same user, scopes and
+                // assertion path) share one request, as the engine's single flight does for
+                // known keys, and every one of them gets its result or its error.
+                let key = format!(
+                    "{}\n{}\n{}",
+                    user_keys(&flow.user),
+                    fic_token_cache::target(&flow.scopes),
+                    self.assertion_fmi_path.as_deref().unwrap_or_default()
+                );
+                let flight = client.first_contact_flight(&key);
+                let result = flight.get_or_init(|| flow.first_contact()).await.clone();
+                client.end_first_contact(&key, &flight);
+                result
             }
         }
     }
@@ -245,6 +275,22 @@ struct UserFlow {
 impl UserFlow {
     fn environment(&self) -> &str {
         self.plan.authority.host()
+    }
+
+    /// The first request for a user this client has not seen (or a claims challenge): the home
+    /// account id comes with the answer, and the access token is cached under it.
+    async fn first_contact(&self) -> Result<AccessToken, Error> {
+        let token = self.fetch(None).await?;
+        if let Some(account) = &token.account {
+            let entry = CachedAccessToken::from_token(
+                self.key(&account.home_account_id),
+                &token,
+                self.plan.client.inner.clock.now(),
+            );
+            self.store(entry.cache_key(), CacheEntry::AccessToken(entry))
+                .await;
+        }
+        Ok(token)
     }
 
     fn key(&self, home_account_id: &str) -> AccessTokenKey {
