@@ -133,6 +133,22 @@ async fn network_calls_three_then_one_per_new_user_then_none() {
     assert_eq!(count(), 3);
     let again = s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
     assert_eq!((count(), again.source), (3, TokenSource::Cache));
+    // A hit carries the account and the id token from their own cache entries, not the
+    // refresh token.
+    let first_id_token = first
+        .id_token
+        .as_ref()
+        .expect("an id token from the answer");
+    assert_eq!(
+        again.id_token.as_ref().map(Secret::expose),
+        Some(first_id_token.expose())
+    );
+    assert_eq!(jwt_payload(first_id_token.expose())["oid"], ALICE_OID);
+    assert_eq!(
+        again.account.as_ref().map(|a| a.home_account_id.as_str()),
+        first.account.as_ref().map(|a| a.home_account_id.as_str())
+    );
+    assert!(first.refresh_token.is_some() && again.refresh_token.is_none());
     // Fetched by UPN, found again by object id.
     let by_oid = s
         .agent

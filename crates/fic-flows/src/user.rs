@@ -225,9 +225,21 @@ impl AcquireTokenByUserFic {
                 };
                 let mut token = inner.engine.acquire(&lookup, fetch).await?;
                 if token.account.is_none() {
-                    // A cache hit: the account comes from its own cache entry.
-                    if let Ok(Some(entry)) = inner.engine.cache().get(&account_key).await {
+                    // A cache hit: the account and the id token come from their own entries.
+                    let cache = inner.engine.cache();
+                    if let Ok(Some(entry)) = cache.get(&account_key).await {
                         if let CacheEntry::Account(cached) = &*entry {
+                            let id_token_key = CacheKey::id_token(
+                                &cached.account.home_account_id,
+                                flow.environment(),
+                                &inner.client_id,
+                                &cached.account.realm,
+                            );
+                            if let Ok(Some(id_token)) = cache.get(&id_token_key).await {
+                                if let CacheEntry::IdToken(id_token) = &*id_token {
+                                    token.id_token = Some(id_token.secret.clone());
+                                }
+                            }
                             token.account = Some(Arc::new(cached.account.clone()));
                         }
                     }

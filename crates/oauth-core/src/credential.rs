@@ -134,9 +134,10 @@ pub struct AccessToken {
     /// For user flows: the account (shared: cloning a token does not copy it, and the token stays
     /// small to move, which the cache-hit path does several times).
     pub account: Option<Arc<Account>>,
-    /// For user flows: the refresh token (also kept by the cache).
+    /// For user flows: the refresh token, on tokens from the identity provider (the cache keeps
+    /// it and uses it to renew; cache hits do not hand it out).
     pub refresh_token: Option<Secret>,
-    /// For user flows: the raw id token.
+    /// For user flows: the raw id token (from the identity provider, or the cache on a hit).
     pub id_token: Option<Secret>,
 }
 
