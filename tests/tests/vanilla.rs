@@ -331,3 +331,40 @@ async fn server_errors_surface_with_their_aadsts_code() {
     assert_eq!(err.code(), &ErrorCode::THROTTLED);
     assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(20)));
 }
+
+#[tokio::test]
+async fn a_cache_hit_is_ready_at_the_first_poll_and_a_miss_is_a_request() {
+    use std::future::{Future, IntoFuture};
+    use std::task::{Context, Poll, Waker};
+
+    let cert = new_identity("app-cert");
+    let world = world_with_certificates(&[&cert]).await;
+    let client = world.client(APP).certificate(cert.clone()).build().unwrap();
+    let miss = client
+        .acquire_token_for_client([VAULT])
+        .with_mtls_pop()
+        .into_future();
+    assert_eq!(format!("{miss:?}"), "AcquireTokenFuture(request)");
+    let first = miss.await.unwrap();
+    assert_eq!(first.source, TokenSource::IdentityProvider);
+
+    let mut hit = client
+        .acquire_token_for_client([VAULT])
+        .with_mtls_pop()
+        .into_future();
+    assert_eq!(format!("{hit:?}"), "AcquireTokenFuture(cache hit)");
+    let mut context = Context::from_waker(Waker::noop());
+    let Poll::Ready(token) = std::pin::Pin::new(&mut hit).poll(&mut context) else {
+        panic!("a cache hit must not wait");
+    };
+    let token = token.unwrap();
+    assert_eq!(token.source, TokenSource::Cache);
+    assert_eq!(token.token.expose(), first.token.expose());
+    assert_eq!(token.binding_thumbprint(), Some(cert.thumbprint_s256()));
+    // Polled again after completion: an error, not a panic.
+    let Poll::Ready(again) = std::pin::Pin::new(&mut hit).poll(&mut context) else {
+        panic!("ready");
+    };
+    assert_eq!(again.unwrap_err().code(), &ErrorCode::INTERNAL);
+    assert_eq!(world.token_requests(), 1);
+}

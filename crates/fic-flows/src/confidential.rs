@@ -307,7 +307,7 @@ impl ConfidentialClientBuilder {
                 mtls_pop: self.mtls_pop,
                 known_users: std::sync::Mutex::new(HashMap::new()),
                 first_contacts: std::sync::Mutex::new(HashMap::new()),
-                lookups: std::sync::RwLock::new(hashbrown::HashMap::new()),
+                lookups: papaya::HashMap::with_hasher(hashbrown::DefaultHashBuilder::default()),
             }),
         })
     }
@@ -340,8 +340,9 @@ pub(crate) struct Inner {
     pub(crate) known_users: std::sync::Mutex<HashMap<String, String>>,
     /// First-contact `user_fic` requests in flight, by user, scopes and assertion path.
     pub(crate) first_contacts: std::sync::Mutex<HashMap<String, Arc<crate::user::FirstContact>>>,
-    /// Memoized cache lookups by request shape (the hit path builds no key).
-    pub(crate) lookups: std::sync::RwLock<hashbrown::HashMap<MemoKey, Lookup>>,
+    /// Memoized cache lookups by request shape (the hit path builds no key). Lock-free, so
+    /// threads hitting at once do not contend on a lock's counter.
+    pub(crate) lookups: papaya::HashMap<MemoKey, Lookup, hashbrown::DefaultHashBuilder>,
 }
 
 /// A confidential client application: client credentials for one client id, with a cache, a
@@ -450,7 +451,7 @@ impl ConfidentialClient {
                 mtls_pop: inner.mtls_pop,
                 known_users: std::sync::Mutex::new(HashMap::new()),
                 first_contacts: std::sync::Mutex::new(HashMap::new()),
-                lookups: std::sync::RwLock::new(hashbrown::HashMap::new()),
+                lookups: papaya::HashMap::with_hasher(hashbrown::DefaultHashBuilder::default()),
             }),
         })
     }
@@ -642,12 +643,10 @@ impl AcquireTokenForClient {
 
     /// The binding a cached token must match, when it is known without asking the assertion
     /// provider.
-    fn known_binding(&self) -> KnownBinding {
+    fn known_binding(&self) -> KnownBinding<'_> {
         match (&self.client.inner.credential, self.mtls_pop) {
             (_, false) => KnownBinding::Unbound,
-            (ClientCredential::Certificate { identity, .. }, true) => {
-                KnownBinding::Bound(identity.clone())
-            }
+            (ClientCredential::Certificate { identity, .. }, true) => KnownBinding::Bound(identity),
             _ => KnownBinding::AskTheProvider,
         }
     }
@@ -690,28 +689,22 @@ impl AcquireTokenForClient {
             return None;
         }
         let inner = &self.client.inner;
-        let memo = inner
-            .lookups
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let memo = inner.lookups.pin();
         let remembered = memo.get(&MemoShape(self))?;
-        let lookup = match self.known_binding() {
-            KnownBinding::Unbound => remembered.clone().with_binding(None),
-            KnownBinding::Bound(identity) => remembered.clone().with_binding(Some(identity)),
+        match self.known_binding() {
+            KnownBinding::Unbound => inner.engine.try_hit_with_binding(remembered, None),
+            KnownBinding::Bound(identity) => inner
+                .engine
+                .try_hit_with_binding(remembered, Some(identity)),
             // The binding the provider returned last time: a token cached for it is served
             // without asking the provider again (a rotated binding is a miss, below).
-            KnownBinding::AskTheProvider => remembered.clone(),
-        };
-        drop(memo);
-        inner.engine.try_hit(&lookup)
+            KnownBinding::AskTheProvider => inner.engine.try_hit(remembered),
+        }
     }
 
     fn remember_lookup(&self, lookup: &Lookup) {
         let inner = &self.client.inner;
-        let mut memo = inner
-            .lookups
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let memo = inner.lookups.pin();
         if memo.len() >= MAX_MEMOIZED_LOOKUPS {
             memo.clear();
         }
@@ -802,19 +795,64 @@ impl AcquireTokenForClient {
 
 impl IntoFuture for AcquireTokenForClient {
     type Output = Result<AccessToken, Error>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    type IntoFuture = AcquireTokenFuture;
 
+    /// Looks in the cache at once: a hit is a future that is ready when first polled, with
+    /// nothing allocated for it; a miss is the boxed request.
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.send())
+        match self.try_cached() {
+            Some(token) => AcquireTokenFuture(AcquireState::Ready(Some(token))),
+            None => AcquireTokenFuture(AcquireState::Sending(Box::pin(self.send()))),
+        }
+    }
+}
+
+/// The future of an awaited [`AcquireTokenForClient`]: ready at once on a cache hit, otherwise
+/// the request to the identity provider.
+#[must_use = "futures do nothing unless awaited"]
+pub struct AcquireTokenFuture(AcquireState);
+
+enum AcquireState {
+    /// A cache hit (taken when polled).
+    Ready(Option<AccessToken>),
+    /// The request.
+    Sending(Pin<Box<dyn Future<Output = Result<AccessToken, Error>> + Send>>),
+}
+
+impl fmt::Debug for AcquireTokenFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            AcquireState::Ready(_) => "AcquireTokenFuture(cache hit)",
+            AcquireState::Sending(_) => "AcquireTokenFuture(request)",
+        })
+    }
+}
+
+impl Future for AcquireTokenFuture {
+    type Output = Result<AccessToken, Error>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            AcquireState::Ready(token) => std::task::Poll::Ready(token.take().ok_or_else(|| {
+                Error::new(
+                    ErrorCode::INTERNAL,
+                    "an acquisition future was polled after it completed",
+                )
+            })),
+            AcquireState::Sending(request) => request.as_mut().poll(cx),
+        }
     }
 }
 
 /// What a cached token must be bound to, as far as the request alone tells.
-enum KnownBinding {
+enum KnownBinding<'a> {
     /// A Bearer request: an unbound token.
     Unbound,
     /// PoP with a certificate credential: that certificate.
-    Bound(ClientIdentity),
+    Bound(&'a ClientIdentity),
     /// PoP with an assertion provider: only its answer tells.
     AskTheProvider,
 }
@@ -846,7 +884,7 @@ impl std::hash::Hash for MemoShape<'_> {
     }
 }
 
-impl hashbrown::Equivalent<MemoKey> for MemoShape<'_> {
+impl papaya::Equivalent<MemoKey> for MemoShape<'_> {
     fn equivalent(&self, key: &MemoKey) -> bool {
         let r = self.0;
         r.scopes == key.scopes

@@ -32,7 +32,8 @@ mod user;
 
 pub use agent::{AgentIdentity, BlueprintAssertion};
 pub use confidential::{
-    AcquireTokenForClient, ClientCredential, ConfidentialClient, ConfidentialClientBuilder,
+    AcquireTokenForClient, AcquireTokenFuture, ClientCredential, ConfidentialClient,
+    ConfidentialClientBuilder,
 };
 pub use environment::{DefaultCredential, EnvironmentConfig};
 pub use region::RegionDetector;

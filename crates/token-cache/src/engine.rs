@@ -276,17 +276,25 @@ impl AcquisitionEngine {
     }
 
     fn evaluate(&self, lookup: &Lookup, entry: Option<&CacheEntry>, now: SystemTime) -> Probe {
+        self.evaluate_bound(&lookup.key, lookup.binding.as_ref(), entry, now)
+    }
+
+    fn evaluate_bound(
+        &self,
+        key: &CacheKey,
+        binding: Option<&ClientIdentity>,
+        entry: Option<&CacheEntry>,
+        now: SystemTime,
+    ) -> Probe {
         let cached = entry.and_then(CacheEntry::as_access_token)?;
-        if !cached.matches_kid(lookup.kid()) || !cached.is_fresh(now, EXPIRY_MARGIN) {
+        let kid = binding.map(ClientIdentity::thumbprint_s256);
+        if !cached.matches_kid(kid) || !cached.is_fresh(now, EXPIRY_MARGIN) {
             return None;
         }
         let needs_refresh = cached
             .refresh_on()
-            .is_some_and(|at| now + self.jitter(&lookup.key) >= at);
-        Some((
-            cached.to_access_token(lookup.binding.as_ref()),
-            needs_refresh,
-        ))
+            .is_some_and(|at| now + self.jitter(key) >= at);
+        Some((cached.to_access_token(binding), needs_refresh))
     }
 
     async fn probe(&self, lookup: &Lookup) -> Probe {
@@ -311,10 +319,21 @@ impl AcquisitionEngine {
     /// call [`AcquisitionEngine::acquire`]). Ignores `force_refresh` and `bypass_cache`: callers
     /// check those first.
     pub fn try_hit(&self, lookup: &Lookup) -> Option<AccessToken> {
+        self.try_hit_with_binding(lookup, lookup.binding.as_ref())
+    }
+
+    /// [`AcquisitionEngine::try_hit`] with `binding` in place of the lookup's own (as
+    /// [`Lookup::with_binding`] would give, without copying the lookup): callers that memoize
+    /// lookups and know the binding per call use it on their hit path.
+    pub fn try_hit_with_binding(
+        &self,
+        lookup: &Lookup,
+        binding: Option<&ClientIdentity>,
+    ) -> Option<AccessToken> {
         let now = self.clock.now();
         let mut found = None;
         let answered = self.cache.visit_now(&lookup.key, &mut |entry| {
-            found = self.evaluate(lookup, entry, now);
+            found = self.evaluate_bound(&lookup.key, binding, entry, now);
         });
         match found {
             Some((token, false)) if answered => Some(token),
