@@ -339,7 +339,8 @@ pub(crate) struct Inner {
     /// answers, so a user asked for by either is found in the cache.
     pub(crate) known_users: std::sync::Mutex<HashMap<String, String>>,
     /// First-contact `user_fic` requests in flight, by user, scopes and assertion path.
-    pub(crate) first_contacts: std::sync::Mutex<HashMap<String, Arc<crate::user::FirstContact>>>,
+    pub(crate) first_contacts:
+        std::sync::Mutex<HashMap<crate::user::FirstContactKey, Arc<crate::user::FirstContact>>>,
     /// Memoized cache lookups by request shape (the hit path builds no key). Lock-free, so
     /// threads hitting at once do not contend on a lock's counter.
     pub(crate) lookups: papaya::HashMap<MemoKey, Lookup, hashbrown::DefaultHashBuilder>,

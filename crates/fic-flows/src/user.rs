@@ -105,24 +105,28 @@ impl ConfidentialClient {
 
     /// The shared first-contact request for `key`: callers asking at once for a user this client
     /// has not seen yet join one request.
-    fn first_contact_flight(&self, key: &str) -> Arc<FirstContact> {
+    fn first_contact_flight(&self, key: &FirstContactKey) -> Arc<FirstContact> {
         let mut flights = self
             .inner
             .first_contacts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(flights.entry(key.to_string()).or_default())
+        Arc::clone(flights.entry(key.clone()).or_default())
     }
 
-    /// Forgets a finished first-contact request (later callers find the user known, or, after
-    /// an error, try again).
-    fn end_first_contact(&self, key: &str, flight: &Arc<FirstContact>) {
+    /// Forgets a first-contact request that finished, or that nobody waits for any more (every
+    /// caller was cancelled): later callers find the user known, or, after an error, try again.
+    fn end_first_contact(&self, key: &FirstContactKey, flight: &Arc<FirstContact>) {
         let mut flights = self
             .inner
             .first_contacts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+        // Callers get their handle under this lock: the count cannot grow while it is held.
+        let unused = Arc::strong_count(flight) <= 2;
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight))
+            && (flight.initialized() || unused)
+        {
             flights.remove(key);
         }
     }
@@ -130,6 +134,23 @@ impl ConfidentialClient {
 
 /// One first-contact `user_fic` request, shared by the callers that ask for it at once.
 pub(crate) type FirstContact = tokio::sync::OnceCell<Result<AccessToken, Error>>;
+
+/// What makes two first-contact requests the same: the user, the cache target of the scopes,
+/// and the assertion's FMI path.
+pub(crate) type FirstContactKey = (String, String, Option<String>);
+
+/// Ends a caller's part in a first-contact request however it ends (result or cancellation).
+struct FirstContactTurn<'a> {
+    client: &'a ConfidentialClient,
+    key: FirstContactKey,
+    flight: Arc<FirstContact>,
+}
+
+impl Drop for FirstContactTurn<'_> {
+    fn drop(&mut self) {
+        self.client.end_first_contact(&self.key, &self.flight);
+    }
+}
 
 impl AcquireTokenByUserFic {
     /// Skips the cache (one `user_fic` request).
@@ -252,16 +273,20 @@ impl AcquireTokenByUserFic {
                 // A user this client has not seen: callers asking at once (same user, scopes and
                 // assertion path) share one request, as the engine's single flight does for
                 // known keys, and every one of them gets its result or its error.
-                let key = format!(
-                    "{}\n{}\n{}",
+                let key = (
                     user_keys(&flow.user),
                     fic_token_cache::target(&flow.scopes),
-                    self.assertion_fmi_path.as_deref().unwrap_or_default()
+                    self.assertion_fmi_path.clone(),
                 );
-                let flight = client.first_contact_flight(&key);
-                let result = flight.get_or_init(|| flow.first_contact()).await.clone();
-                client.end_first_contact(&key, &flight);
-                result
+                let turn = FirstContactTurn {
+                    flight: client.first_contact_flight(&key),
+                    client: &client,
+                    key,
+                };
+                turn.flight
+                    .get_or_init(|| flow.first_contact())
+                    .await
+                    .clone()
             }
         }
     }

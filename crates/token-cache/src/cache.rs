@@ -94,9 +94,17 @@ impl MemoryCache {
 
     /// An empty cache whose purge of expired entries uses `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        // Replaced and removed entries are freed (and their secrets zeroized) once no reader
+        // can still see them; a batch of one frees them at the first chance rather than after
+        // dozens more retirements, which in a cache that rarely changes could be never.
         Self {
             shards: (0..SHARDS)
-                .map(|_| papaya::HashMap::with_hasher(KeyHasher))
+                .map(|_| {
+                    papaya::HashMap::builder()
+                        .hasher(KeyHasher)
+                        .collector(seize::Collector::new().batch_size(1))
+                        .build()
+                })
                 .collect(),
             writes: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             clock,
@@ -246,6 +254,28 @@ mod tests {
         cache.remove(&key).await.unwrap();
         assert!(cache.get(&key).await.unwrap().is_none());
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn replaced_and_removed_entries_are_freed_at_once() {
+        let clock = ManualClock::default();
+        let cache = MemoryCache::with_clock(Arc::new(clock.clone()));
+        let (key, first) = entry(&clock, "a", 60);
+        let first_weak = Arc::downgrade(&first);
+        cache.put_entry(key.clone(), first);
+        let (_, second) = entry(&clock, "a", 120);
+        let second_weak = Arc::downgrade(&second);
+        cache.put_entry(key.clone(), second);
+        assert!(
+            first_weak.upgrade().is_none(),
+            "the replaced entry is freed"
+        );
+        assert!(second_weak.upgrade().is_some());
+        drop(cache.remove_entry(&key));
+        assert!(
+            second_weak.upgrade().is_none(),
+            "the removed entry is freed"
+        );
     }
 
     #[test]

@@ -11,7 +11,6 @@ use fic_oauth_core::{AccessToken, Account, ClientIdentity, Secret, TokenSource, 
 use crate::key::{AccessTokenKey, CacheKey, CredentialType};
 
 /// A cached access token (the `AccessToken` node of the unified schema).
-#[derive(Clone)]
 #[non_exhaustive]
 pub struct CachedAccessToken {
     key: AccessTokenKey,
@@ -21,26 +20,36 @@ pub struct CachedAccessToken {
     extended_expires_on: Option<SystemTime>,
     refresh_on: Option<SystemTime>,
     kid: Option<String>,
-    /// The result served on a hit, prepared once (cloning it copies no string).
+    /// The result served on a hit, prepared once (cloning it copies no string). Its `scopes`
+    /// are the entry's own, so their reference count tells whether a served copy is alive.
     served: AccessToken,
-    /// Copies of `served` with their own reference counts, made on first use by threads other
-    /// than stripe 0's (see [`SERVED_STRIPES`]).
-    stripes: OnceLock<Arc<Stripes>>,
+    /// Copies of `served` with their own reference counts, one per stripe, made only for an
+    /// entry that is hit while a token it served is still alive (see [`MAX_SERVED_STRIPES`]).
+    stripes: OnceLock<Box<[OnceLock<AccessToken>]>>,
 }
 
-/// How many copies of the served token an entry hit from many threads keeps. A hit clones the
-/// served token's shared parts (token, scopes, tenant); threads that clone one set of reference
-/// counts at once contend on their cache lines, which costs more than the rest of the hit, so each
-/// thread clones the copy of its stripe. Entries hit from one thread never make a copy.
-pub(crate) const SERVED_STRIPES: usize = 8;
+/// The most copies of the served token a hot entry keeps. A hit clones the served token's shared
+/// parts (token, scopes, tenant); threads cloning one set of reference counts at once contend on
+/// their cache lines, which costs more than the rest of the hit, so threads hitting a hot entry
+/// clone the copy of their stripe. There is one stripe per CPU, at most this many; an entry that
+/// is never hit while a token it served is still alive makes no copy.
+pub(crate) const MAX_SERVED_STRIPES: usize = 8;
 
-type Stripes = [OnceLock<AccessToken>; SERVED_STRIPES - 1];
+/// How many stripes threads are spread over: one per CPU, at most [`MAX_SERVED_STRIPES`].
+fn stripe_count() -> usize {
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, MAX_SERVED_STRIPES)
+    })
+}
 
 /// This thread's stripe: threads take stripes round-robin as they first hit the cache.
 fn thread_stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SERVED_STRIPES;
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % stripe_count();
     }
     STRIPE.with(|stripe| *stripe)
 }
@@ -66,9 +75,10 @@ impl CachedAccessToken {
             token.refresh_on,
             token.binding_thumbprint().map(str::to_string),
         );
-        // Hits return the scopes as the token was acquired for, not the normalised key target.
+        // Hits return the scopes as the token was acquired for, not the normalised key target
+        // (copied: the entry's reference count must be its own).
         if !token.scopes.is_empty() {
-            entry.served.scopes = Arc::clone(&token.scopes);
+            entry.served.scopes = token.scopes.iter().cloned().collect();
         }
         entry
     }
@@ -188,22 +198,54 @@ impl CachedAccessToken {
     }
 
     fn to_access_token_on(&self, stripe: usize, binding: Option<&ClientIdentity>) -> AccessToken {
-        let served = match stripe.checked_sub(1) {
-            None => &self.served,
-            Some(index) => self
-                .stripes
-                .get_or_init(|| Arc::new(std::array::from_fn(|_| OnceLock::new())))
-                .get(index)
-                .map_or(&self.served, |stripe| {
-                    stripe.get_or_init(|| unshared_copy(&self.served))
-                }),
-        };
-        let mut token = served.clone();
+        let mut token = self.served_on(stripe).clone();
         if self.token_type() == TokenType::MtlsPop {
             token.binding = binding.cloned();
         }
         token
     }
+}
+
+impl CachedAccessToken {
+    /// The served token to clone on `stripe`: the entry's own, or — when the entry is hot — the
+    /// stripe's copy.
+    fn served_on(&self, stripe: usize) -> &AccessToken {
+        let stripes = match self.stripes.get() {
+            Some(stripes) => stripes,
+            // No token this entry served is alive: nobody is cloning it at this moment.
+            None if Arc::strong_count(&self.served.scopes) <= 1 => return &self.served,
+            None => self
+                .stripes
+                .get_or_init(|| (0..stripe_count()).map(|_| OnceLock::new()).collect()),
+        };
+        stripes.get(stripe).map_or(&self.served, |copy| {
+            copy.get_or_init(|| unshared_copy(&self.served))
+        })
+    }
+}
+
+impl Clone for CachedAccessToken {
+    /// A clone shares the served token but not its per-stripe copies.
+    fn clone(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            secret: self.secret.clone(),
+            cached_at: self.cached_at,
+            expires_on: self.expires_on,
+            extended_expires_on: self.extended_expires_on,
+            refresh_on: self.refresh_on,
+            kid: self.kid.clone(),
+            served: unshared_copy_of_scopes(&self.served),
+            stripes: OnceLock::new(),
+        }
+    }
+}
+
+/// `token` with its own `scopes` (the clone's hotness is its own).
+fn unshared_copy_of_scopes(token: &AccessToken) -> AccessToken {
+    let mut copy = token.clone();
+    copy.scopes = token.scopes.iter().cloned().collect();
+    copy
 }
 
 impl PartialEq for CachedAccessToken {
@@ -414,36 +456,47 @@ mod tests {
     }
 
     #[test]
-    fn hits_on_other_stripes_serve_the_same_token_from_their_own_copy() {
+    fn a_hot_entry_serves_other_stripes_from_their_own_copy() {
         let entry = entry();
-        let first = entry.to_access_token_on(0, None);
-        assert!(Arc::ptr_eq(&first.scopes, &entry.served.scopes));
-        assert!(entry.stripes.get().is_none(), "stripe 0 makes no copy");
+        let first = entry.to_access_token_on(1, None);
+        assert!(
+            Arc::ptr_eq(&first.scopes, &entry.served.scopes),
+            "not hot yet: no served token was alive"
+        );
+        assert!(entry.stripes.get().is_none(), "no copy for a cold entry");
         assert_eq!(first.source, TokenSource::Cache);
         assert_eq!(first.token.expose(), "token-value");
         assert_eq!(first.tenant_id.as_deref(), Some("tid"));
+        assert_eq!(&*first.scopes, ["https://vault.azure.net/.default"]);
 
-        for stripe in 1..SERVED_STRIPES {
+        // `first` is alive: the entry is hot now, and every stripe clones its own copy.
+        for stripe in 0..stripe_count() {
             let a = entry.to_access_token_on(stripe, None);
             let b = entry.to_access_token_on(stripe, None);
             assert!(same(&a, &first), "stripe {stripe} serves the same token");
             assert!(Arc::ptr_eq(&a.scopes, &b.scopes), "one copy per stripe");
-            assert!(!Arc::ptr_eq(&a.scopes, &first.scopes), "not stripe 0's");
+            assert!(!Arc::ptr_eq(&a.scopes, &first.scopes), "not the shared one");
             let (ta, tf) = (a.tenant_id.unwrap(), first.tenant_id.clone().unwrap());
             assert!(!Arc::ptr_eq(&ta, &tf));
         }
+        assert_eq!(entry.stripes.get().map(|s| s.len()), Some(stripe_count()));
         // A stripe past the last falls back to the shared token rather than failing.
-        let beyond = entry.to_access_token_on(SERVED_STRIPES, None);
+        let beyond = entry.to_access_token_on(MAX_SERVED_STRIPES, None);
         assert!(Arc::ptr_eq(&beyond.scopes, &entry.served.scopes));
+        // A clone starts cold, with its own count.
+        let clone = entry.clone();
+        assert!(clone.stripes.get().is_none());
+        assert_eq!(Arc::strong_count(&clone.served.scopes), 1);
+        assert!(same(&clone.to_access_token_on(1, None), &first));
     }
 
     #[test]
     fn threads_take_stripes_round_robin() {
-        let stripes: std::collections::HashSet<usize> = (0..SERVED_STRIPES * 2)
+        let stripes: std::collections::HashSet<usize> = (0..MAX_SERVED_STRIPES * 2)
             .map(|_| std::thread::spawn(thread_stripe).join().unwrap())
             .collect();
         // Other tests take stripes meanwhile, but sixteen threads in a row cannot all land on one.
-        assert!(stripes.len() > 1);
-        assert!(stripes.iter().all(|s| *s < SERVED_STRIPES));
+        assert_eq!(stripes.len() > 1, stripe_count() > 1);
+        assert!(stripes.iter().all(|s| *s < stripe_count()));
     }
 }

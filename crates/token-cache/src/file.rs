@@ -527,7 +527,7 @@ impl Inner {
             .truncate(false)
             .open(&self.lock_path)
             .map_err(|e| io_error("lock file open", &self.lock_path, &e))?;
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
             match fs4::FileExt::try_lock(&file) {
@@ -537,8 +537,8 @@ impl Inner {
                     return Err(io_error("lock", &self.lock_path, &e));
                 }
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let waited = started.elapsed();
+            if waited >= timeout {
                 return Err(Error::new(
                     codes::CACHE_LOCK_TIMEOUT,
                     format!(
@@ -550,7 +550,7 @@ impl Inner {
                 .with_retryable(true));
             }
             // A blocking-pool thread, bounded by the deadline.
-            std::thread::sleep(pause.min(deadline - now));
+            std::thread::sleep(pause.min(timeout.saturating_sub(waited)));
             pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
@@ -572,7 +572,11 @@ impl Inner {
     }
 
     fn mutate(&self, changes: Vec<Change>) -> Result<(), Error> {
-        let lock = match self.lock_with(self.lock_timeout) {
+        self.mutate_within(changes, self.lock_timeout)
+    }
+
+    fn mutate_within(&self, changes: Vec<Change>, lock_timeout: Duration) -> Result<(), Error> {
+        let lock = match self.lock_with(lock_timeout) {
             Ok(lock) => lock,
             Err(error) => {
                 self.apply_in_memory(changes);
@@ -742,9 +746,13 @@ impl Inner {
     }
 }
 
+/// The longest the last handle's drop waits for the lock (it may run on an async runtime's
+/// thread); [`FileCache::flush`] before shutdown waits the full lock timeout.
+const DROP_LOCK_WAIT: Duration = Duration::from_millis(100);
+
 impl Drop for Inner {
-    /// The last handle is going: changes still held in memory get one more try (one lock wait
-    /// of at most the lock timeout), so that a write that lost a race for the lock is not lost
+    /// The last handle is going: changes still held in memory get one more try (a lock wait of
+    /// at most [`DROP_LOCK_WAIT`]), so that a write that lost a race for the lock is not lost
     /// with the process.
     fn drop(&mut self) {
         let pending = self.state().pending.len();
@@ -752,7 +760,7 @@ impl Drop for Inner {
             return;
         }
         let path = self.path.display().to_string();
-        match self.mutate(Vec::new()) {
+        match self.mutate_within(Vec::new(), self.lock_timeout.min(DROP_LOCK_WAIT)) {
             Ok(()) => tracing::debug!(pending, path, "token cache changes written on close"),
             Err(error) => tracing::warn!(
                 pending,
@@ -838,14 +846,19 @@ impl FileCache {
     /// Writes the changes that have not reached the file yet (a write that timed out on the
     /// lock or failed on IO keeps its change in memory) and returns how many were written; `0`,
     /// without touching the file, when there are none. Call it before a planned shutdown: the
-    /// last handle dropped also tries once, but a destructor can only log a failure.
+    /// last handle dropped also tries, but waits for the lock only briefly and can only log a
+    /// failure.
     pub async fn flush(&self) -> Result<usize, Error> {
-        let pending = self.pending_len();
-        if pending == 0 {
+        if self.pending_len() == 0 {
             return Ok(0);
         }
-        self.blocking(move |inner| inner.mutate(Vec::new())).await?;
-        Ok(pending)
+        self.blocking(move |inner| {
+            let before = inner.state().pending.len();
+            inner.mutate(Vec::new())?;
+            // Changes made meanwhile by other tasks may still be pending; count what went.
+            Ok(before.saturating_sub(inner.state().pending.len()))
+        })
+        .await
     }
 
     /// How many changes are held in memory because they could not be written to the file yet.
