@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fic_emulator::{App, Emulator, Fault, FaultTarget, User};
+use fic_emulator::{App, Emulator, Fault, FaultTarget, Tenant, User};
 use fic_flows::{AgentIdentity, ClientCredential, UserIdentifier};
 use fic_oauth_core::{ManualClock, Secret, TokenSource};
 use fic_tests::{jwt_payload, new_issued_identity, World, TENANT};
@@ -405,4 +405,46 @@ async fn callers_asking_at_once_for_a_new_user_share_one_request_and_its_error()
         .unwrap_err();
     assert_eq!(err.aadsts(), Some(50_034));
     assert_eq!(s.world.token_requests(), 5);
+}
+
+#[tokio::test]
+async fn hits_carry_the_account_when_the_authority_names_the_tenant_by_domain() {
+    let (identity, ca) = new_issued_identity("blueprint.contoso.com");
+    let world = World::start(
+        Emulator::builder()
+            .tenant(Tenant::new(TENANT).domain("contoso.onmicrosoft.com"))
+            .app(
+                App::new(BLUEPRINT, TENANT)
+                    .subject_issuer("blueprint.contoso.com", ca)
+                    .agents([AGENT]),
+            )
+            .user(User::new(ALICE, ALICE_OID, TENANT)),
+    )
+    .await;
+    let blueprint = world
+        .client(BLUEPRINT)
+        .authority("https://login.microsoftonline.com/contoso.onmicrosoft.com")
+        .credential(ClientCredential::certificate_with_x5c(identity))
+        .build()
+        .unwrap();
+    let agent = AgentIdentity::new(blueprint, AGENT).unwrap();
+    let first = agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    let account = first.account.clone().expect("the answer's account");
+    assert_eq!(
+        account.realm, TENANT,
+        "stored under the tenant id, not the domain"
+    );
+    let again = agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    assert_eq!(
+        (again.source, world.token_requests()),
+        (TokenSource::Cache, 3)
+    );
+    assert_eq!(
+        again.account.as_ref().map(|a| a.home_account_id.as_str()),
+        Some(account.home_account_id.as_str())
+    );
+    assert_eq!(
+        again.id_token.as_ref().map(Secret::expose),
+        first.id_token.as_ref().map(Secret::expose)
+    );
 }

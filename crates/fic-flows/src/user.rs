@@ -230,11 +230,21 @@ impl AcquireTokenByUserFic {
             Some(home_account_id) if self.claims.is_none() => {
                 let lookup =
                     Lookup::new(flow.key(&home_account_id)).with_force_refresh(self.force_refresh);
-                let account_key = CacheKey::account(
+                // The account is stored under the tenant id the answer named: the authority's
+                // tenant when it is an id, the home tenant (`utid`) of a member user when the
+                // authority names its tenant by domain.
+                let mut account_keys = vec![CacheKey::account(
                     &home_account_id,
                     flow.environment(),
                     flow.plan.authority.tenant(),
-                );
+                )];
+                if let Some((_, home_tenant)) = home_account_id.split_once('.') {
+                    let by_home_tenant =
+                        CacheKey::account(&home_account_id, flow.environment(), home_tenant);
+                    if by_home_tenant != account_keys[0] {
+                        account_keys.push(by_home_tenant);
+                    }
+                }
                 let fetch = {
                     let flow = Arc::clone(&flow);
                     move || {
@@ -248,7 +258,14 @@ impl AcquireTokenByUserFic {
                 if token.account.is_none() {
                     // A cache hit: the account and the id token come from their own entries.
                     let cache = inner.engine.cache();
-                    if let Ok(Some(entry)) = cache.get(&account_key).await {
+                    let mut account = None;
+                    for key in &account_keys {
+                        if let Ok(Some(entry)) = cache.get(key).await {
+                            account = Some(entry);
+                            break;
+                        }
+                    }
+                    if let Some(entry) = account {
                         if let CacheEntry::Account(cached) = &*entry {
                             let id_token_key = CacheKey::id_token(
                                 &cached.account.home_account_id,

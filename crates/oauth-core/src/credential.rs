@@ -137,7 +137,8 @@ pub struct AccessToken {
     /// For user flows: the refresh token, on tokens from the identity provider (the cache keeps
     /// it and uses it to renew; cache hits do not hand it out).
     pub refresh_token: Option<Secret>,
-    /// For user flows: the raw id token (from the identity provider, or the cache on a hit).
+    /// For user flows: the raw id token (from the identity provider, or the cache on a hit: the
+    /// user's latest, which, as in MSAL, may have expired before the access token).
     pub id_token: Option<Secret>,
 }
 
