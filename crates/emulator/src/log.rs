@@ -1,7 +1,9 @@
 //! The request log: every request the emulator received, faulted or not, with its response status.
 //!
 //! The log keeps request bodies verbatim (secrets and assertions included): it is a local test
-//! tool, and tests need to see exactly what a client sent.
+//! tool, and tests need to see exactly what a client sent. Its `Debug` output, which ends up in
+//! test failures and logs, shows the names but not the values of secret headers and form fields,
+//! and only the length of the body.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
@@ -64,7 +66,7 @@ impl Route {
 }
 
 /// One request and the status it got.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct LoggedRequest {
     /// Sequence number, from 1, in arrival order.
@@ -98,6 +100,55 @@ pub struct LoggedRequest {
     pub status: Option<u16>,
     /// The fault applied, described (`status 503`, `delay 10ms`, `drop connection`, …).
     pub fault: Option<String>,
+}
+
+/// Form fields whose values `Debug` leaves out.
+const SECRET_FORM_FIELDS: [&str; 7] = [
+    "client_secret",
+    "client_assertion",
+    "assertion",
+    "refresh_token",
+    "user_federated_identity_credential",
+    "password",
+    "code",
+];
+
+/// Headers whose values `Debug` leaves out.
+const SECRET_HEADERS: [&str; 4] = ["authorization", "secret", "x-identity-header", "cookie"];
+
+/// `(name, value)` pairs with the values of `secret` names replaced.
+fn redacted<'a>(pairs: &'a [(String, String)], secret: &[&str]) -> Vec<(&'a str, &'a str)> {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            if secret.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+                (name.as_str(), "<redacted>")
+            } else {
+                (name.as_str(), value.as_str())
+            }
+        })
+        .collect()
+}
+
+impl std::fmt::Debug for LoggedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggedRequest")
+            .field("id", &self.id)
+            .field("listener", &self.listener)
+            .field("route", &self.route)
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("sni", &self.sni)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &redacted(&self.headers, &SECRET_HEADERS))
+            .field("form", &redacted(&self.form, &SECRET_FORM_FIELDS))
+            .field("body_len", &self.body.len())
+            .field("client_cert_thumbprint", &self.client_cert_thumbprint)
+            .field("status", &self.status)
+            .field("fault", &self.fault)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LoggedRequest {
@@ -243,5 +294,47 @@ impl RequestLog {
             .rev()
             .find(|e| e.route == Route::Token)
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_leaves_out_secret_values_and_the_body() {
+        let request = LoggedRequest {
+            id: 1,
+            at: SystemTime::UNIX_EPOCH,
+            listener: Listener::Https,
+            route: Route::Token,
+            method: "POST".into(),
+            host: "login.microsoftonline.com".into(),
+            sni: None,
+            path: "/t/oauth2/v2.0/token".into(),
+            query: None,
+            headers: vec![
+                ("authorization".into(), "Bearer header-secret".into()),
+                ("x-client-sku".into(), "fic-rs".into()),
+            ],
+            form: vec![
+                ("client_id".into(), "the-client".into()),
+                ("client_secret".into(), "form-secret".into()),
+                ("client_assertion".into(), "assertion-secret".into()),
+            ],
+            body: Bytes::from_static(b"client_secret=form-secret"),
+            client_cert_thumbprint: None,
+            status: Some(200),
+            fault: None,
+        };
+        let text = format!("{request:?}");
+        for secret in ["header-secret", "form-secret", "assertion-secret"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        for shown in ["the-client", "fic-rs", "client_secret", "body_len: 25"] {
+            assert!(text.contains(shown), "{shown} missing: {text}");
+        }
+        // The fields themselves keep everything, for assertions.
+        assert_eq!(request.form_value("client_secret"), Some("form-secret"));
     }
 }
