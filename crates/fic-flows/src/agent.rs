@@ -18,17 +18,13 @@ use fic_oauth_core::request::UserIdentifier;
 use fic_oauth_core::{AccessToken, Error};
 
 use crate::confidential::{AcquireTokenForClient, ClientCredential, ConfidentialClient};
-use crate::two_leg::exchange_scope;
+use crate::two_leg::{exchange_audience_of, exchange_scope};
 use crate::user::{AcquireTokenByUserFic, UserCredentialSource};
 
-const PUBLIC_EXCHANGE: &str = "api://AzureADTokenExchange";
-
-/// The audience of exchange tokens for requests to `authority`.
-fn exchange_audience(authority: &fic_oauth_core::authority::Authority) -> String {
-    authority
-        .token_exchange_audience()
-        .unwrap_or(PUBLIC_EXCHANGE)
-        .to_string()
+/// The exchange scope of `authority`'s cloud (the same rule as [`crate::TwoLeg`]'s: a cloud
+/// with no published exchange audience is an error, not the public cloud's audience).
+fn exchange_scope_of(authority: &fic_oauth_core::authority::Authority) -> Result<String, Error> {
+    exchange_audience_of(authority).map(exchange_scope)
 }
 
 /// T1 as a client assertion: the blueprint's FMI token for the agent.
@@ -55,7 +51,7 @@ impl AssertionProvider for BlueprintAssertion {
             .fmi_path
             .clone()
             .unwrap_or_else(|| self.agent_id.clone());
-        let scope = exchange_scope(&exchange_audience(self.blueprint.authority()));
+        let scope = exchange_scope_of(self.blueprint.authority())?;
         let t1 = self
             .blueprint
             .acquire_token_for_client([scope])
@@ -120,14 +116,14 @@ impl AgentIdentity {
         &self.agent
     }
 
-    fn exchange_scope(&self) -> String {
-        exchange_scope(&exchange_audience(self.blueprint.authority()))
+    fn exchange_scope(&self) -> Result<String, Error> {
+        exchange_scope_of(self.blueprint.authority())
     }
 
     /// T1: the blueprint's token for the agent (Leg 1).
     pub async fn t1(&self) -> Result<AccessToken, Error> {
         self.blueprint
-            .acquire_token_for_client([self.exchange_scope()])
+            .acquire_token_for_client([self.exchange_scope()?])
             .with_fmi_path(self.agent_id.clone())
             .await
     }
@@ -135,7 +131,7 @@ impl AgentIdentity {
     /// T2: the agent's token for the exchange audience (Leg 2).
     pub async fn t2(&self) -> Result<AccessToken, Error> {
         self.agent
-            .acquire_token_for_client([self.exchange_scope()])
+            .acquire_token_for_client([self.exchange_scope()?])
             .with_assertion_fmi_path(self.agent_id.clone())
             .await
     }

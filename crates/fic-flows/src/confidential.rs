@@ -99,7 +99,7 @@ pub struct ConfidentialClientBuilder {
     transport: Option<Arc<dyn HttpTransport>>,
     cache: Option<Arc<dyn TokenCache>>,
     engine: Option<Arc<AcquisitionEngine>>,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     sleeper: Arc<dyn Sleeper>,
     client_capabilities: Vec<String>,
     hook: Option<Arc<dyn RequestHook>>,
@@ -580,15 +580,19 @@ impl AcquireTokenForClient {
     }
 
     /// Sends `fmi_path` (FMI: a token for an agent); cached under that component.
+    ///
+    /// The path is trimmed, as it is on the wire; a blank path is no path.
     pub fn with_fmi_path(mut self, fmi_path: impl Into<String>) -> Self {
-        self.fmi_path = Some(fmi_path.into());
+        self.fmi_path = normalized_path(fmi_path.into());
         self
     }
 
     /// The FMI path meant for the client assertion (given to the assertion provider); the
     /// token is cached under the component `credential_fmi_path`.
+    ///
+    /// The path is trimmed; a blank path is no path.
     pub fn with_assertion_fmi_path(mut self, fmi_path: impl Into<String>) -> Self {
-        self.assertion_fmi_path = Some(fmi_path.into());
+        self.assertion_fmi_path = normalized_path(fmi_path.into());
         self
     }
 
@@ -617,6 +621,11 @@ impl AcquireTokenForClient {
     }
 
     /// An extra body parameter.
+    ///
+    /// Extra body parameters are part of the cache key (as extension components, like
+    /// `fmi_path`): a token acquired with them is only served to requests with the same ones,
+    /// and a request without them never gets it. Extra query parameters and headers are not
+    /// part of the key. A parameter with an empty value is not sent and not keyed.
     pub fn with_extra_body_parameter(
         mut self,
         name: impl Into<String>,
@@ -659,6 +668,7 @@ impl AcquireTokenForClient {
             fmi_path: self.fmi_path.clone(),
             assertion_fmi_path: self.assertion_fmi_path.clone(),
             tenant: self.tenant.clone(),
+            extra_body: self.extra_body.clone(),
         }
     }
 
@@ -680,9 +690,33 @@ impl AcquireTokenForClient {
             parts = parts.with_component("fmi_path", path.clone());
         }
         if let Some(path) = &self.assertion_fmi_path {
-            parts = parts.with_component("credential_fmi_path", path.clone());
+            parts = parts.with_component(CREDENTIAL_FMI_PATH, path.clone());
+        }
+        // What is sent is keyed: extra body parameters change the token the server issues.
+        for (name, value) in &self.extra_body {
+            if !value.is_empty() {
+                parts = parts.with_component(name.clone(), value.clone());
+            }
         }
         parts
+    }
+
+    /// Refuses an extra body parameter whose cache component would stand for something else.
+    fn check_extra_body(&self) -> Result<(), Error> {
+        match self
+            .extra_body
+            .iter()
+            .find(|(name, _)| name == CREDENTIAL_FMI_PATH)
+        {
+            Some((name, _)) => Err(Error::new(
+                ErrorCode::INVALID_ARGUMENT,
+                format!(
+                    "{name:?} is the cache component of the assertion's FMI path: use \
+                     with_assertion_fmi_path, not an extra body parameter"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn try_cached(&self) -> Option<AccessToken> {
@@ -692,7 +726,7 @@ impl AcquireTokenForClient {
         let inner = &self.client.inner;
         let memo = inner.lookups.pin();
         let remembered = memo.get(&MemoShape(self))?;
-        match self.known_binding() {
+        let hit = match self.known_binding() {
             KnownBinding::Unbound => inner.engine.try_hit_with_binding(remembered, None),
             KnownBinding::Bound(identity) => inner
                 .engine
@@ -700,7 +734,17 @@ impl AcquireTokenForClient {
             // The binding the provider returned last time: a token cached for it is served
             // without asking the provider again (a rotated binding is a miss, below).
             KnownBinding::AskTheProvider => inner.engine.try_hit(remembered),
+        };
+        if hit.is_some() {
+            // A static callsite: next to nothing when no subscriber wants it.
+            tracing::trace!(
+                flow = "client_credentials",
+                source = "cache",
+                client_id = %inner.client_id,
+                "token served from the cache"
+            );
         }
+        hit
     }
 
     fn remember_lookup(&self, lookup: &Lookup) {
@@ -727,13 +771,13 @@ impl AcquireTokenForClient {
         if let Some(token) = self.try_cached() {
             return Ok(token);
         }
+        self.check_extra_body()?;
         let client = self.client.clone();
         let inner = &client.inner;
         let authority = match &self.tenant {
             Some(tenant) => inner.authority.with_tenant(tenant)?,
             None => inner.authority.clone(),
         };
-        let region = client.region().await;
         let token_type = if self.mtls_pop {
             TokenType::MtlsPop
         } else {
@@ -742,7 +786,6 @@ impl AcquireTokenForClient {
         let plan = Arc::new(Plan {
             client: client.clone(),
             authority,
-            region,
             token_type,
             request: self,
         });
@@ -756,7 +799,7 @@ impl AcquireTokenForClient {
                 Some(identity.clone())
             }
             (ClientCredential::Assertion(provider), TokenType::MtlsPop) => {
-                let endpoint = plan.endpoint(true)?;
+                let endpoint = plan.endpoint(true).await?;
                 let assertion = provider
                     .assertion(&plan.assertion_request(&endpoint))
                     .await?;
@@ -858,6 +901,21 @@ enum KnownBinding<'a> {
     AskTheProvider,
 }
 
+/// The cache component of the FMI path meant for the client assertion (PROTOCOL §7).
+const CREDENTIAL_FMI_PATH: &str = "credential_fmi_path";
+
+/// An FMI path as it is sent (trimmed); a blank one is none.
+fn normalized_path(path: String) -> Option<String> {
+    let trimmed = path.trim();
+    if trimmed.is_empty() {
+        None
+    } else if trimmed.len() == path.len() {
+        Some(path)
+    } else {
+        Some(trimmed.to_string())
+    }
+}
+
 /// How many request shapes a client memoizes the cache key of.
 const MAX_MEMOIZED_LOOKUPS: usize = 256;
 
@@ -869,6 +927,7 @@ pub(crate) struct MemoKey {
     fmi_path: Option<String>,
     assertion_fmi_path: Option<String>,
     tenant: Option<String>,
+    extra_body: Vec<(String, String)>,
 }
 
 /// Borrows a request as a [`MemoKey`] for lookups, without cloning its strings.
@@ -882,6 +941,7 @@ impl std::hash::Hash for MemoShape<'_> {
         r.fmi_path.hash(state);
         r.assertion_fmi_path.hash(state);
         r.tenant.hash(state);
+        r.extra_body.hash(state);
     }
 }
 
@@ -893,6 +953,7 @@ impl papaya::Equivalent<MemoKey> for MemoShape<'_> {
             && r.fmi_path == key.fmi_path
             && r.assertion_fmi_path == key.assertion_fmi_path
             && r.tenant == key.tenant
+            && r.extra_body == key.extra_body
     }
 }
 
@@ -901,16 +962,19 @@ impl papaya::Equivalent<MemoKey> for MemoShape<'_> {
 pub(crate) struct Plan {
     pub(crate) client: ConfidentialClient,
     pub(crate) authority: Authority,
-    pub(crate) region: Option<Region>,
     pub(crate) token_type: TokenType,
     pub(crate) request: AcquireTokenForClient,
 }
 
 impl Plan {
-    fn endpoint(&self, mtls: bool) -> Result<TokenEndpoint, Error> {
+    /// The token endpoint, with or without a client certificate. The region is resolved here,
+    /// on the first request that needs an endpoint, not before the cache is consulted: a token
+    /// found in a file or Redis cache never waits for region detection.
+    async fn endpoint(&self, mtls: bool) -> Result<TokenEndpoint, Error> {
+        let region = self.client.region().await;
         self.authority.token_endpoint(
             &EndpointOptions::default()
-                .with_region(self.region.clone())
+                .with_region(region)
                 .with_mtls(mtls),
         )
     }
@@ -941,15 +1005,16 @@ impl Plan {
         let inner = &self.client.inner;
         let pop = self.token_type == TokenType::MtlsPop;
         match &inner.credential {
-            ClientCredential::Secret(secret) => {
-                Ok((self.endpoint(false)?, ClientAuth::Secret(secret.clone())))
-            }
+            ClientCredential::Secret(secret) => Ok((
+                self.endpoint(false).await?,
+                ClientAuth::Secret(secret.clone()),
+            )),
             ClientCredential::Certificate { identity, .. } if pop => Ok((
-                self.endpoint(true)?,
+                self.endpoint(true).await?,
                 ClientAuth::Certificate(identity.clone()),
             )),
             ClientCredential::Certificate { .. } => {
-                let endpoint = self.endpoint(false)?;
+                let endpoint = self.endpoint(false).await?;
                 let signer = inner.signer.as_ref().ok_or_else(|| {
                     Error::new(
                         ErrorCode::INTERNAL,
@@ -963,7 +1028,7 @@ impl Plan {
                 let (mut endpoint, mut assertion) = if let Some(ready) = preflight {
                     ready
                 } else {
-                    let endpoint = self.endpoint(pop)?;
+                    let endpoint = self.endpoint(pop).await?;
                     let assertion = provider
                         .assertion(&self.assertion_request(&endpoint))
                         .await?;
@@ -973,7 +1038,7 @@ impl Plan {
                 if bound != endpoint.is_mtls() {
                     // The provider's answer decides mTLS (a bound assertion goes to mtlsauth as
                     // jwt-pop): ask again for the endpoint actually used, so `aud` matches.
-                    endpoint = self.endpoint(bound)?;
+                    endpoint = self.endpoint(bound).await?;
                     assertion = provider
                         .assertion(&self.assertion_request(&endpoint))
                         .await?;
@@ -996,17 +1061,29 @@ impl Plan {
     ) -> Result<AccessToken, Error> {
         let inner = &self.client.inner;
         let started = Instant::now();
-        let (endpoint, auth) = self.authenticate(preflight).await?;
+        // The span covers the client authentication too: an assertion provider (Leg 1 of a
+        // two-leg flow, a blueprint's T1) can take longer than the request itself.
         let span = tracing::info_span!(
             "token_request",
             flow = "client_credentials",
+            source = "identity_provider",
             client_id = %inner.client_id,
-            host = %endpoint.host(),
+            host = tracing::field::Empty,
             token_type = %self.token_type,
-            mtls = endpoint.is_mtls(),
+            mtls = tracing::field::Empty,
             duration_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
+        let authenticated = self.authenticate(preflight).instrument(span.clone()).await;
+        let (endpoint, auth) = match authenticated {
+            Ok(authenticated) => authenticated,
+            Err(error) => {
+                span.record("outcome", error.code().as_str());
+                return Err(error);
+            }
+        };
+        span.record("host", endpoint.host());
+        span.record("mtls", endpoint.is_mtls());
         let binding = auth.identity().cloned();
         let mut request = TokenRequest::client_credentials(
             endpoint,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fic_oauth_core::{AccessToken, Error, ErrorCode, HttpTransport, TransportRequest};
+use fic_oauth_core::{AccessToken, Error, ErrorCode, HttpTransport, TokenType, TransportRequest};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 /// Which `Authorization` scheme to send.
@@ -130,6 +130,15 @@ impl ResourceClient {
         mut request: http::Request<Bytes>,
         token: &AccessToken,
     ) -> Result<ResourceResponse, Error> {
+        if token.token_type == TokenType::MtlsPop && token.binding.is_none() {
+            // A bound token without its certificate is refused by the resource (RFC 8705); say
+            // so here rather than send it over a connection that cannot prove the binding.
+            return Err(Error::new(
+                ErrorCode::MTLS_CERTIFICATE_NOT_PROVIDED,
+                "an mtls_pop token carries no binding certificate: the resource call needs it \
+                 (use the AccessToken returned by the acquisition, which carries it)",
+            ));
+        }
         let header = match self.scheme {
             AuthorizationScheme::TokenType => token.authorization_header(),
             AuthorizationScheme::Bearer => token.bearer_authorization_header(),

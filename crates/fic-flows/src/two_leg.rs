@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use fic_assertion::{
@@ -12,7 +13,8 @@ use fic_assertion::{
 };
 use fic_oauth_core::authority::{Authority, Cloud};
 use fic_oauth_core::{
-    AccessToken, ClientIdentity, Error, ErrorCode, TokenCredential, TokenRequestOptions,
+    AccessToken, ClientIdentity, Clock, Error, ErrorCode, SystemClock, TokenCredential,
+    TokenRequestOptions,
 };
 
 use crate::confidential::{AcquireTokenForClient, ConfidentialClient, ConfidentialClientBuilder};
@@ -22,20 +24,26 @@ pub fn exchange_scope(audience: &str) -> String {
     format!("{}/.default", audience.trim_end_matches('/'))
 }
 
+/// The token-exchange audience of `authority`'s cloud; an error for a cloud that has none
+/// published (Singapore): the caller must name one.
+pub(crate) fn exchange_audience_of(authority: &Authority) -> Result<&'static str, Error> {
+    authority.token_exchange_audience().ok_or_else(|| {
+        Error::new(
+            ErrorCode::INVALID_ARGUMENT,
+            format!(
+                "no token-exchange audience is known for {}: configure one explicitly",
+                authority.host()
+            ),
+        )
+    })
+}
+
 /// The token-exchange audience for a request to `authority`: its cloud's
 /// (`api://AzureADTokenExchange`, `...USGov`, `...China`, ...).
 fn audience_for(authority: Option<&str>) -> Result<&'static str, Error> {
     let parsed = authority.map(Authority::parse).transpose()?;
     match parsed {
-        Some(authority) => authority.token_exchange_audience().ok_or_else(|| {
-            Error::new(
-                ErrorCode::INVALID_ARGUMENT,
-                format!(
-                    "no token-exchange audience is known for {}: configure one explicitly",
-                    authority.host()
-                ),
-            )
-        }),
+        Some(authority) => exchange_audience_of(&authority),
         None => Cloud::Public.token_exchange_audience().ok_or_else(|| {
             Error::new(
                 ErrorCode::INTERNAL,
@@ -47,7 +55,8 @@ fn audience_for(authority: Option<&str>) -> Result<&'static str, Error> {
 
 /// An assertion provider whose assertions are Leg-1 tokens: each request gets a token for the
 /// token-exchange audience from the Leg-1 credential (which caches it and renews it before it
-/// expires: an expired Leg-1 token is never used).
+/// expires). An expired Leg-1 token is never used: should the credential hand one back, it is
+/// asked once more with a forced refresh, and an error is returned if that one has expired too.
 ///
 /// The assertion is bound (jwt-pop) to the Leg-1 token's own certificate when Leg 1 was mTLS
 /// PoP (the identity provider requires the TLS certificate of Leg 2 to be the one in the token's
@@ -57,6 +66,7 @@ pub struct FederatedAssertion {
     leg1: Arc<dyn TokenCredential>,
     audience: Option<String>,
     binding: Option<ClientIdentity>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for FederatedAssertion {
@@ -79,7 +89,16 @@ impl FederatedAssertion {
             leg1,
             audience: None,
             binding: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The clock that tells whether a Leg-1 token has expired (default: the system clock;
+    /// [`TwoLeg`] uses the Leg-2 client's).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Another exchange audience than the cloud's.
@@ -110,7 +129,17 @@ impl AssertionProvider for FederatedAssertion {
         if let Some(claims) = &request.claims {
             options = options.with_claims(claims.clone());
         }
-        let token = self.leg1.get_token(&[scope.as_str()], &options).await?;
+        let mut token = self.leg1.get_token(&[scope.as_str()], &options).await?;
+        if has_expired(&token, self.clock.now()) {
+            tracing::debug!("the Leg-1 credential returned an expired token; forcing a refresh");
+            token = self
+                .leg1
+                .get_token(&[scope.as_str()], &options.clone().with_force_refresh(true))
+                .await?;
+            if has_expired(&token, self.clock.now()) {
+                return Err(expired_leg1());
+            }
+        }
         let binding = token.binding.clone().or_else(|| self.binding.clone());
         let assertion = ClientAssertion::new(token.token)?;
         Ok(match binding {
@@ -200,7 +229,8 @@ impl TwoLegBuilder {
 
     /// The two-leg credential.
     pub fn build(self) -> Result<TwoLeg, Error> {
-        let leg2 = self.leg2.assertion_provider(self.assertion).build()?;
+        let assertion = self.assertion.with_clock(Arc::clone(&self.leg2.clock));
+        let leg2 = self.leg2.assertion_provider(assertion).build()?;
         Ok(TwoLeg { leg2 })
     }
 }
@@ -299,11 +329,17 @@ impl FicLeg2 {
     }
 
     /// Exchanges `leg1` for a token for `scopes` (add `.with_mtls_pop()` for a bound one).
+    ///
+    /// An expired Leg-1 token is refused here (`invalid_client_assertion`), before any
+    /// request: acquire a new one with [`FicLeg1::acquire_assertion`].
     pub fn exchange(
         &self,
         leg1: &AccessToken,
         scopes: impl IntoIterator<Item = impl Into<String>>,
     ) -> Result<AcquireTokenForClient, Error> {
+        if has_expired(leg1, self.template.inner.clock.now()) {
+            return Err(expired_leg1());
+        }
         let binding = leg1.binding.clone().or_else(|| self.certificate.clone());
         let assertion = StaticAssertion::new(leg1.token.clone())?;
         let provider: Arc<dyn AssertionProvider> = match binding {
@@ -315,4 +351,16 @@ impl FicLeg2 {
             .with_credential(crate::ClientCredential::Assertion(provider))?;
         Ok(client.acquire_token_for_client(scopes))
     }
+}
+
+/// Whether a Leg-1 token can no longer serve as an assertion at `now`.
+fn has_expired(token: &AccessToken, now: SystemTime) -> bool {
+    token.expires_on <= now
+}
+
+fn expired_leg1() -> Error {
+    Error::new(
+        ErrorCode::INVALID_CLIENT_ASSERTION,
+        "the Leg-1 token has expired: it cannot be exchanged (acquire a new one)",
+    )
 }

@@ -5,12 +5,13 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use fic_oauth_core::request::{TokenRequest, UserIdentifier};
+use fic_oauth_core::request::{TokenRequest, UserIdentifier, RESERVED_SCOPES};
 use fic_oauth_core::{AccessToken, Error, ErrorCode, Secret, TokenType};
 use fic_token_cache::{
     AccessTokenKey, CacheEntry, CacheKey, CachedAccessToken, CachedAccount, CachedIdToken,
     CachedRefreshToken, FetchFuture, Lookup,
 };
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::confidential::{ConfidentialClient, Plan};
@@ -177,8 +178,37 @@ impl AcquireTokenByUserFic {
         self
     }
 
+    /// Refuses, before anything is fetched (T1 and T2 included), a request the identity
+    /// provider would refuse for its scopes or user.
+    fn check(&self) -> Result<(), Error> {
+        if self.scopes.iter().all(|s| s.trim().is_empty()) {
+            return Err(Error::new(
+                ErrorCode::INVALID_ARGUMENT,
+                "at least one scope is required",
+            ));
+        }
+        if let Some(reserved) = self.scopes.iter().find(|s| {
+            RESERVED_SCOPES
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(s.trim()))
+        }) {
+            return Err(Error::new(
+                ErrorCode::RESERVED_SCOPE,
+                format!("the scope {reserved:?} is reserved: the library adds it where needed"),
+            ));
+        }
+        if matches!(&self.user, UserIdentifier::Username(upn) if upn.trim().is_empty()) {
+            return Err(Error::new(
+                ErrorCode::USER_IDENTIFIER_REQUIRED,
+                "the user name is empty",
+            ));
+        }
+        Ok(())
+    }
+
     /// Acquires the token.
     pub async fn send(self) -> Result<AccessToken, Error> {
+        self.check()?;
         let client = self.client.clone();
         let inner = &client.inner;
         let authority = inner.authority.clone();
@@ -197,7 +227,6 @@ impl AcquireTokenByUserFic {
         let plan = Arc::new(Plan {
             client: client.clone(),
             authority,
-            region: client.region().await,
             token_type: TokenType::Bearer,
             request: template,
         });
@@ -212,20 +241,20 @@ impl AcquireTokenByUserFic {
         // The home account id: remembered from an earlier answer, or — for a user given by
         // object id in a tenanted authority — `{oid}.{tenant}`, the home account of a member
         // user, so a cache shared between processes is found without a request.
-        let known = client
-            .known_home_account_id(&flow.user)
-            .or_else(|| match &flow.user {
-                UserIdentifier::ObjectId(oid)
-                    if Uuid::parse_str(flow.plan.authority.tenant()).is_ok() =>
-                {
-                    Some(format!(
-                        "{}.{}",
-                        oid.hyphenated(),
-                        flow.plan.authority.tenant().to_lowercase()
-                    ))
-                }
-                _ => None,
-            });
+        let remembered = client.known_home_account_id(&flow.user);
+        let guessed = remembered.is_none();
+        let known = remembered.or_else(|| match &flow.user {
+            UserIdentifier::ObjectId(oid)
+                if Uuid::parse_str(flow.plan.authority.tenant()).is_ok() =>
+            {
+                Some(format!(
+                    "{}.{}",
+                    oid.hyphenated(),
+                    flow.plan.authority.tenant().to_lowercase()
+                ))
+            }
+            _ => None,
+        });
         match known {
             Some(home_account_id) if self.claims.is_none() => {
                 let lookup =
@@ -245,6 +274,7 @@ impl AcquireTokenByUserFic {
                         account_keys.push(by_home_tenant);
                     }
                 }
+                let looked_up_as = home_account_id.clone();
                 let fetch = {
                     let flow = Arc::clone(&flow);
                     move || {
@@ -255,6 +285,14 @@ impl AcquireTokenByUserFic {
                     }
                 };
                 let mut token = inner.engine.acquire(&lookup, fetch).await?;
+                if let Some(account) = token.account.clone() {
+                    if guessed && account.home_account_id != looked_up_as {
+                        // A guest: the guess (`{oid}.{authority tenant}`) was not the home
+                        // account, so the token goes where later lookups (by the id the answer
+                        // named) will look, and not where nobody will.
+                        flow.rehome(&lookup, &token, &account.home_account_id).await;
+                    }
+                }
                 if token.account.is_none() {
                     // A cache hit: the account and the id token come from their own entries.
                     let cache = inner.engine.cache();
@@ -347,6 +385,28 @@ impl UserFlow {
         Ok(token)
     }
 
+    /// Moves a token the engine cached under a guessed home account id to the real one.
+    async fn rehome(&self, lookup: &Lookup, token: &AccessToken, home_account_id: &str) {
+        let entry = CachedAccessToken::from_token(
+            self.key(home_account_id),
+            token,
+            self.plan.client.inner.clock.now(),
+        );
+        self.store(entry.cache_key(), CacheEntry::AccessToken(entry))
+            .await;
+        if let Err(error) = self
+            .plan
+            .client
+            .inner
+            .engine
+            .cache()
+            .remove(lookup.key())
+            .await
+        {
+            tracing::warn!(code = %error.code(), "token cache write failed");
+        }
+    }
+
     fn key(&self, home_account_id: &str) -> AccessTokenKey {
         let inner = &self.plan.client.inner;
         AccessTokenKey::user(
@@ -407,7 +467,32 @@ impl UserFlow {
 
     async fn send(&self, grant: Grant) -> Result<AccessToken, Error> {
         let inner = &self.plan.client.inner;
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!(
+            "token_request",
+            flow = grant.flow(),
+            source = "identity_provider",
+            client_id = %inner.client_id,
+            host = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let result = self.send_grant(grant).instrument(span.clone()).await;
+        span.record(
+            "duration_ms",
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        );
+        match &result {
+            Ok(_) => span.record("outcome", "ok"),
+            Err(error) => span.record("outcome", error.code().as_str()),
+        };
+        result
+    }
+
+    async fn send_grant(&self, grant: Grant) -> Result<AccessToken, Error> {
+        let inner = &self.plan.client.inner;
         let (endpoint, auth) = self.plan.authenticate(None).await?;
+        tracing::Span::current().record("host", endpoint.host());
         let mut request = match grant {
             Grant::UserFic(user_credential) => TokenRequest::user_fic(
                 endpoint,
@@ -501,4 +586,14 @@ impl UserFlow {
 enum Grant {
     UserFic(Secret),
     Refresh(Secret),
+}
+
+impl Grant {
+    /// The flow name in tracing spans.
+    fn flow(&self) -> &'static str {
+        match self {
+            Self::UserFic(_) => "user_fic",
+            Self::Refresh(_) => "refresh_token",
+        }
+    }
 }

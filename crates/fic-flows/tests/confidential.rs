@@ -614,3 +614,335 @@ async fn token_credential_uses_the_client_defaults() {
     assert_eq!(forced.source, TokenSource::IdentityProvider);
     assert_eq!(transport.seen().len(), 2);
 }
+
+#[tokio::test]
+async fn extra_body_parameters_are_part_of_the_cache_key() {
+    let transport = Scripted::new();
+    let clock = ManualClock::default();
+    let client = builder(&transport, &clock)
+        .client_secret("s")
+        .build()
+        .unwrap();
+    // An FMI token asked for through an extra body parameter...
+    let fmi = client
+        .acquire_token_for_client([VAULT])
+        .with_extra_body_parameter("fmi_path", "agent-a")
+        .await
+        .unwrap();
+    assert_eq!(transport.seen()[0].param("fmi_path"), Some("agent-a"));
+    // ...is never served to a request without it, nor to one with another value.
+    let plain = client.acquire_token_for_client([VAULT]).await.unwrap();
+    assert_eq!(plain.source, TokenSource::IdentityProvider);
+    assert_ne!(plain.token.expose(), fmi.token.expose());
+    let other = client
+        .acquire_token_for_client([VAULT])
+        .with_extra_body_parameter("fmi_path", "agent-b")
+        .await
+        .unwrap();
+    assert_eq!(other.source, TokenSource::IdentityProvider);
+    assert_eq!(transport.seen().len(), 3);
+    // The same parameter again is a hit; so is `with_fmi_path` with the same path (same wire).
+    let again = client
+        .acquire_token_for_client([VAULT])
+        .with_extra_body_parameter("fmi_path", "agent-a")
+        .await
+        .unwrap();
+    assert_eq!(again.source, TokenSource::Cache);
+    assert_eq!(again.token.expose(), fmi.token.expose());
+    let same_path = client
+        .acquire_token_for_client([VAULT])
+        .with_fmi_path("agent-a")
+        .await
+        .unwrap();
+    assert_eq!(same_path.token.expose(), fmi.token.expose());
+    assert_eq!(transport.seen().len(), 3);
+    // The cache component of the assertion's FMI path cannot be forged as a body parameter.
+    let refused = client
+        .acquire_token_for_client([VAULT])
+        .with_extra_body_parameter("credential_fmi_path", "agent-a")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), &ErrorCode::INVALID_ARGUMENT);
+    assert_eq!(transport.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn fmi_paths_are_keyed_as_they_are_sent() {
+    let transport = Scripted::new();
+    let clock = ManualClock::default();
+    let client = builder(&transport, &clock)
+        .client_secret("s")
+        .build()
+        .unwrap();
+    let first = client
+        .acquire_token_for_client([VAULT])
+        .with_fmi_path(" agent ")
+        .await
+        .unwrap();
+    assert_eq!(transport.seen()[0].param("fmi_path"), Some("agent"));
+    let second = client
+        .acquire_token_for_client([VAULT])
+        .with_fmi_path("agent")
+        .await
+        .unwrap();
+    assert_eq!(second.source, TokenSource::Cache);
+    assert_eq!(second.token.expose(), first.token.expose());
+    // A blank path is no path: the plain entry, not a third one.
+    let plain = client.acquire_token_for_client([VAULT]).await.unwrap();
+    let blank = client
+        .acquire_token_for_client([VAULT])
+        .with_fmi_path("  ")
+        .await
+        .unwrap();
+    assert_eq!(blank.token.expose(), plain.token.expose());
+    assert_eq!(transport.seen().len(), 2);
+    assert_eq!(transport.seen()[1].param("fmi_path"), None);
+}
+
+#[tokio::test]
+async fn an_unbound_pop_token_is_not_sent_to_the_resource() {
+    let transport = Scripted::new();
+    let clock = ManualClock::default();
+    let mut token = fic_oauth_core::AccessToken::new(
+        fic_oauth_core::Secret::new("bound-elsewhere"),
+        TokenType::MtlsPop,
+        std::time::UNIX_EPOCH + Duration::from_secs(10_000),
+    );
+    let resource = ResourceClient::new(transport.clone());
+    let refused = resource
+        .get("https://myvault.vault.azure.net/secrets/a", &token)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), &ErrorCode::MTLS_CERTIFICATE_NOT_PROVIDED);
+    assert!(transport.seen().is_empty(), "nothing was sent");
+    // With its certificate it goes, over TLS with that certificate.
+    let cert = identity();
+    token.binding = Some(cert.clone());
+    transport.push(Ok((200, vec![], "{}".into())));
+    resource
+        .get("https://myvault.vault.azure.net/secrets/a", &token)
+        .await
+        .unwrap();
+    assert_eq!(
+        transport.seen()[0].identity.as_deref(),
+        Some(cert.thumbprint_s256())
+    );
+    let _ = clock;
+}
+
+/// A Leg-1 credential that hands out what it is told to, and counts its calls.
+#[derive(Debug)]
+struct ScriptedLeg1 {
+    tokens: Mutex<VecDeque<fic_oauth_core::AccessToken>>,
+    forced: Mutex<Vec<bool>>,
+}
+
+#[async_trait]
+impl fic_oauth_core::TokenCredential for ScriptedLeg1 {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        options: &fic_oauth_core::TokenRequestOptions,
+    ) -> Result<fic_oauth_core::AccessToken, Error> {
+        self.forced.lock().unwrap().push(options.force_refresh);
+        self.tokens
+            .lock()
+            .unwrap()
+            .pop_front()
+            .ok_or_else(|| Error::new(ErrorCode::INTERNAL, "no more tokens"))
+    }
+}
+
+fn leg1_token(value: &str, expires_on: std::time::SystemTime) -> fic_oauth_core::AccessToken {
+    fic_oauth_core::AccessToken::new(
+        fic_oauth_core::Secret::new(value),
+        TokenType::Bearer,
+        expires_on,
+    )
+}
+
+#[tokio::test]
+async fn an_expired_leg1_token_is_never_sent_as_the_assertion() {
+    use fic_flows::{FicLeg2, TwoLeg};
+    use fic_oauth_core::Clock as _;
+    let transport = Scripted::new();
+    let clock = ManualClock::default();
+    clock.advance(Duration::from_secs(1_000_000));
+    let now = clock.now();
+    let expired = now - Duration::from_secs(1);
+    let fresh = now + Duration::from_secs(3600);
+
+    // The credential hands back an expired token: asked again with a forced refresh, and the
+    // fresh one is what goes out.
+    let leg1 = Arc::new(ScriptedLeg1 {
+        tokens: Mutex::new(VecDeque::from([
+            leg1_token("leg1-expired", expired),
+            leg1_token("leg1-fresh", fresh),
+        ])),
+        forced: Mutex::new(Vec::new()),
+    });
+    let two_leg = TwoLeg::builder(leg1.clone(), builder(&transport, &clock))
+        .build()
+        .unwrap();
+    two_leg.acquire_token([VAULT]).await.unwrap();
+    assert_eq!(*leg1.forced.lock().unwrap(), vec![false, true]);
+    let seen = transport.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].param("client_assertion"), Some("leg1-fresh"));
+
+    // Expired twice: an error, and nothing sent.
+    let leg1 = Arc::new(ScriptedLeg1 {
+        tokens: Mutex::new(VecDeque::from([
+            leg1_token("leg1-expired", expired),
+            leg1_token("leg1-still-expired", expired),
+        ])),
+        forced: Mutex::new(Vec::new()),
+    });
+    let transport = Scripted::new();
+    let two_leg = TwoLeg::builder(leg1, builder(&transport, &clock))
+        .build()
+        .unwrap();
+    let error = two_leg.acquire_token([VAULT]).await.unwrap_err();
+    assert_eq!(error.code(), &ErrorCode::INVALID_CLIENT_ASSERTION);
+    assert!(transport.seen().is_empty());
+
+    // Leg 2 by hand refuses an expired Leg-1 token before any request.
+    let leg2 = FicLeg2::new(builder(&transport, &clock)).unwrap();
+    let error = leg2
+        .exchange(&leg1_token("leg1-expired", expired), [VAULT])
+        .unwrap_err();
+    assert_eq!(error.code(), &ErrorCode::INVALID_CLIENT_ASSERTION);
+    leg2.exchange(&leg1_token("leg1-fresh", fresh), [VAULT])
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(
+        transport.seen()[0].param("client_assertion"),
+        Some("leg1-fresh")
+    );
+}
+
+#[tokio::test]
+async fn a_token_in_a_shared_cache_is_served_before_region_detection() {
+    let clock = ManualClock::default();
+    let cache: Arc<dyn fic_token_cache::TokenCache> = Arc::new(
+        fic_token_cache::MemoryCache::with_clock(Arc::new(clock.clone())),
+    );
+    // One process acquired the token (no region)...
+    let first = Scripted::new();
+    builder(&first, &clock)
+        .client_secret("s")
+        .cache(Arc::clone(&cache))
+        .build()
+        .unwrap()
+        .acquire_token_for_client([VAULT])
+        .await
+        .unwrap();
+    // ...another, configured to detect its region, finds it without asking IMDS.
+    let second = Scripted::new();
+    let client = builder(&second, &clock)
+        .client_secret("s")
+        .region_config(RegionConfig::AutoDetect)
+        .cache(Arc::clone(&cache))
+        .build()
+        .unwrap();
+    let token = client.acquire_token_for_client([VAULT]).await.unwrap();
+    assert_eq!(token.source, TokenSource::Cache);
+    assert!(second.seen().is_empty(), "no IMDS request on a cache hit");
+    // A miss detects the region (once) and uses it.
+    second.push(Ok((200, vec![], r#"{"location":"westus3"}"#.into())));
+    client
+        .acquire_token_for_client(["other/.default"])
+        .await
+        .unwrap();
+    let seen = second.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0]
+        .uri
+        .starts_with("http://169.254.169.254/metadata/instance/compute"));
+    assert_eq!(
+        seen[1].uri,
+        "https://westus3.login.microsoft.com/tenant-1/oauth2/v2.0/token"
+    );
+}
+
+#[tokio::test]
+async fn a_guest_user_asked_for_by_object_id_is_found_again_without_a_request() {
+    use fic_flows::UserIdentifier;
+    const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
+    const HOME_TENANT: &str = "99999999-0000-4000-8000-000000000002";
+    const OID: &str = "00000000-0000-4000-8000-00000000a11c";
+    const HOME_OID: &str = "00000000-0000-4000-8000-0000000bee01";
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    // The guest's home account is in another tenant: client_info names it, not the oid asked for.
+    let client_info = b64(&serde_json::json!({"uid": HOME_OID, "utid": HOME_TENANT}));
+    let id_token = format!(
+        "{}.{}.sig",
+        b64(&serde_json::json!({"alg": "none"})),
+        b64(
+            &serde_json::json!({"oid": OID, "tid": TENANT, "preferred_username": "guest@fabrikam.com"})
+        )
+    );
+    let answer = format!(
+        r#"{{"token_type":"Bearer","access_token":"user-at","expires_in":3599,"refresh_token":"rt-1","id_token":"{id_token}","client_info":"{client_info}","scope":"https://graph.microsoft.com/User.Read openid profile offline_access"}}"#
+    );
+    let transport = Scripted::new();
+    transport.push(Ok((200, vec![], answer)));
+    let clock = ManualClock::default();
+    let client = builder(&transport, &clock)
+        .authority(&format!("https://login.microsoftonline.com/{TENANT}/"))
+        .client_secret("s")
+        .build()
+        .unwrap();
+    let user = UserIdentifier::ObjectId(uuid::Uuid::parse_str(OID).unwrap());
+    let scopes = ["https://graph.microsoft.com/User.Read"];
+    let first = client
+        .acquire_token_by_user_fic(scopes, user.clone(), fic_oauth_core::Secret::new("t2"))
+        .await
+        .unwrap();
+    assert_eq!(first.source, TokenSource::IdentityProvider);
+    assert_eq!(
+        first.account.as_ref().unwrap().home_account_id,
+        format!("{HOME_OID}.{HOME_TENANT}")
+    );
+    assert_eq!(transport.seen()[0].param("user_id"), Some(OID));
+    let again = client
+        .acquire_token_by_user_fic(scopes, user, fic_oauth_core::Secret::new("t2"))
+        .await
+        .unwrap();
+    assert_eq!(again.source, TokenSource::Cache);
+    assert_eq!(again.token.expose(), "user-at");
+    assert_eq!(transport.seen().len(), 1, "a repeat costs no request");
+}
+
+#[tokio::test]
+async fn user_fic_refuses_reserved_scopes_before_fetching_the_user_credential() {
+    use fic_flows::UserIdentifier;
+    let transport = Scripted::new();
+    let clock = ManualClock::default();
+    let client = builder(&transport, &clock)
+        .client_secret("s")
+        .build()
+        .unwrap();
+    let asked = Arc::new(Mutex::new(0));
+    let source: fic_flows::UserCredentialSource = {
+        let asked = Arc::clone(&asked);
+        Arc::new(move || {
+            *asked.lock().unwrap() += 1;
+            Box::pin(async { Ok(fic_oauth_core::Secret::new("t2")) })
+        })
+    };
+    let error = client
+        .acquire_token_by_user_fic_from(
+            ["https://graph.microsoft.com/User.Read", "offline_access"],
+            UserIdentifier::Username("alice@contoso.com".into()),
+            source,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), &ErrorCode::RESERVED_SCOPE);
+    assert_eq!(*asked.lock().unwrap(), 0, "T2 was never fetched");
+    assert!(transport.seen().is_empty());
+}
