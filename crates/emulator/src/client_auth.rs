@@ -431,9 +431,28 @@ fn certificate_assertion(ctx: &AuthContext<'_>, jws: &Jws) -> Result<ClientAuth,
         malformed,
     )?;
     let settings = ctx.state.settings();
+    let skew = settings.clock_skew.as_secs();
+    let latest = ctx
+        .state
+        .now_unix()
+        .saturating_add(settings.max_assertion_lifetime.as_secs())
+        .saturating_add(skew);
+    if exp > latest {
+        return Err(AadError::client(
+            codes::ASSERTION_EXPIRED,
+            format!(
+                "Client assertion is not within its valid time range: its expiry time {} is more than {} seconds after the current time {}. Sign assertions with a short lifetime (MSAL uses 10 minutes). Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+                iso_timestamp(exp),
+                settings.max_assertion_lifetime.as_secs(),
+                iso_timestamp(ctx.state.now_unix())
+            ),
+        ));
+    }
     match jws.claim_str("jti") {
         Some(jti) => {
-            let keep_until = exp + settings.clock_skew.as_secs();
+            // `exp` is bounded above, and the sum saturates anyway: the jti is kept for as long
+            // as the assertion could be presented again.
+            let keep_until = exp.saturating_add(skew);
             if !ctx.state.remember_jti(&app.client_id, jti, keep_until) {
                 return Err(AadError::client(
                     codes::ASSERTION_REPLAYED,

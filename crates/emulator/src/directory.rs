@@ -113,9 +113,13 @@ pub struct App {
     pub roles: Vec<String>,
     /// Delegated scopes put in user tokens requested with `/.default`.
     pub delegated_scopes: Vec<String>,
-    /// FMI agents of this application (non-empty makes it a blueprint).
+    /// FMI agents of this application (non-empty makes it a blueprint). This list is the one
+    /// source of the blueprint → agent relation.
     pub agents: Vec<String>,
-    /// The blueprint this application is an agent of.
+    /// The blueprint this application is an agent of. The directory derives it whenever it
+    /// hands an app out (from [`Directory::app`], [`Directory::apps`]): the client id of the
+    /// registered app whose [`agents`](Self::agents) list this app (the smallest such client id
+    /// if several do), `None` when none does. A value set by hand is not used.
     pub blueprint: Option<String>,
     /// Application ID URIs (resources) this application exposes, besides `api://{client_id}`.
     pub identifier_uris: Vec<String>,
@@ -201,7 +205,8 @@ impl App {
     }
 
     /// Makes this application an FMI blueprint with these agents. Agents not in the directory are
-    /// created (as apps without credentials in the blueprint's tenant) when the app is added.
+    /// created (as apps without credentials in the blueprint's tenant) when the app is added or
+    /// updated; an agent registered before or after its blueprint is linked to it either way.
     #[must_use]
     pub fn agents<I, S>(mut self, agents: I) -> Self
     where
@@ -516,44 +521,78 @@ impl Directory {
         self.read().tenants.clone()
     }
 
-    /// Adds (or replaces, by client id) an application. A blueprint's missing agents are created.
+    /// Creates the agents of the app stored under `key` that are not in the directory yet (apps
+    /// without credentials in the blueprint's tenant).
+    fn create_missing_agents(data: &mut DirectoryData, key: &str) {
+        let Some(blueprint) = data.apps.get(key) else {
+            return;
+        };
+        let tenant_id = blueprint.tenant_id.clone();
+        let agents = blueprint.agents.clone();
+        for agent in agents {
+            data.apps
+                .entry(agent.to_ascii_lowercase())
+                .or_insert_with(|| App::new(agent, tenant_id.clone()));
+        }
+    }
+
+    /// `app` as handed out: with `blueprint` derived from the agent lists of `data`.
+    fn linked(data: &DirectoryData, app: &App) -> App {
+        let mut app = app.clone();
+        app.blueprint = data
+            .apps
+            .values()
+            .filter(|b| {
+                b.agents
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&app.client_id))
+            })
+            .map(|b| b.client_id.clone())
+            .min_by_key(|id| id.to_ascii_lowercase());
+        app
+    }
+
+    /// Adds (or replaces, by client id) an application. A blueprint's missing agents are
+    /// created; the blueprint → agent relation does not depend on which is added first.
     pub fn add_app(&self, app: App) {
         let mut data = self.write();
         Self::ensure_tenant(&mut data, &app.tenant_id);
-        for agent in &app.agents {
-            let key = agent.to_ascii_lowercase();
-            let entry = data
-                .apps
-                .entry(key)
-                .or_insert_with(|| App::new(agent.clone(), app.tenant_id.clone()));
-            entry.blueprint = Some(app.client_id.clone());
-        }
-        data.apps.insert(app.client_id.to_ascii_lowercase(), app);
+        let key = app.client_id.to_ascii_lowercase();
+        data.apps.insert(key.clone(), app);
+        Self::create_missing_agents(&mut data, &key);
     }
 
     /// The application with `client_id` (case-insensitive).
     pub fn app(&self, client_id: &str) -> Option<App> {
-        self.read()
-            .apps
+        let data = self.read();
+        data.apps
             .get(&client_id.to_ascii_lowercase())
-            .cloned()
+            .map(|app| Self::linked(&data, app))
     }
 
     /// Every application.
     pub fn apps(&self) -> Vec<App> {
-        self.read().apps.values().cloned().collect()
+        let data = self.read();
+        data.apps
+            .values()
+            .map(|app| Self::linked(&data, app))
+            .collect()
     }
 
-    /// Changes an application in place; false when there is none with `client_id`.
+    /// Changes an application in place; false when there is none with `client_id`. Agents added
+    /// to a blueprint's list are created when missing and linked to it. Changing the client id
+    /// is not supported (the app stays filed under its old one).
     pub fn update_app(&self, client_id: &str, change: impl FnOnce(&mut App)) -> bool {
         let mut data = self.write();
-        match data.apps.get_mut(&client_id.to_ascii_lowercase()) {
-            Some(app) => {
-                change(app);
-                true
-            }
-            None => false,
-        }
+        let key = client_id.to_ascii_lowercase();
+        let Some(app) = data.apps.get_mut(&key) else {
+            return false;
+        };
+        change(app);
+        let tenant_id = app.tenant_id.clone();
+        Self::ensure_tenant(&mut data, &tenant_id);
+        Self::create_missing_agents(&mut data, &key);
+        true
     }
 
     /// Removes an application; true when it existed.
@@ -683,13 +722,15 @@ impl Directory {
             .cloned()
     }
 
-    /// True when tokens can be issued for `resource`: a registered resource, a token-exchange
-    /// audience, or an application (`api://{client_id}`, the client id, an identifier URI).
-    pub(crate) fn is_known_resource(&self, resource: &str) -> bool {
+    /// True when tokens can be issued for `resource` by `cloud`: a registered resource, the
+    /// token-exchange audience published for that cloud (another cloud's is unknown there, and
+    /// Singapore has none built in), or an application (`api://{client_id}`, the client id, an
+    /// identifier URI).
+    pub(crate) fn is_known_resource(&self, resource: &str, cloud: Cloud) -> bool {
         let wanted = trim_slash(resource);
-        if Cloud::ALL
-            .iter()
-            .any(|c| c.token_exchange_audience().eq_ignore_ascii_case(wanted))
+        if cloud
+            .published_token_exchange_audience()
+            .is_some_and(|a| a.eq_ignore_ascii_case(wanted))
         {
             return true;
         }
@@ -718,8 +759,63 @@ mod tests {
         dir.add_app(App::new("bp", "t1").agents(["agent-1"]));
         let agent = dir.app("AGENT-1").unwrap();
         assert_eq!(agent.blueprint.as_deref(), Some("bp"));
+        assert_eq!(agent.tenant_id, "t1");
         assert!(dir.tenant("t1").is_some());
         assert!(dir.app("bp").unwrap().is_blueprint());
+        assert_eq!(dir.app("bp").unwrap().blueprint, None);
+    }
+
+    #[test]
+    fn agent_added_after_its_blueprint_stays_linked() {
+        let dir = Directory::new();
+        dir.add_app(App::new("bp", "t1").agents(["agent-1"]));
+        // The agent's own registration (with a secret) replaces the placeholder.
+        dir.add_app(App::new("Agent-1", "t1").secret("s"));
+        let agent = dir.app("agent-1").unwrap();
+        assert_eq!(agent.blueprint.as_deref(), Some("bp"));
+        assert_eq!(agent.secrets, vec!["s".to_owned()]);
+        let listed = dir.apps();
+        let listed = listed.iter().find(|a| a.client_id == "Agent-1").unwrap();
+        assert_eq!(listed.blueprint.as_deref(), Some("bp"));
+    }
+
+    #[test]
+    fn agent_added_before_its_blueprint_is_linked() {
+        let dir = Directory::new();
+        dir.add_app(App::new("agent-1", "t1").secret("s"));
+        assert_eq!(dir.app("agent-1").unwrap().blueprint, None);
+        dir.add_app(App::new("bp", "t1").agents(["AGENT-1"]));
+        let agent = dir.app("agent-1").unwrap();
+        assert_eq!(agent.blueprint.as_deref(), Some("bp"));
+        // Not replaced by a placeholder.
+        assert_eq!(agent.secrets, vec!["s".to_owned()]);
+        // A hand-set link is not what counts; removing the blueprint unlinks the agent.
+        assert!(dir.update_app("agent-1", |a| a.blueprint = Some("someone".into())));
+        assert_eq!(dir.app("agent-1").unwrap().blueprint.as_deref(), Some("bp"));
+        assert!(dir.remove_app("bp"));
+        assert_eq!(dir.app("agent-1").unwrap().blueprint, None);
+    }
+
+    #[test]
+    fn update_app_creates_and_links_new_agents() {
+        let dir = Directory::new();
+        dir.add_app(App::new("bp", "t1").agents(["agent-1"]));
+        dir.add_app(App::new("existing", "t1").secret("kept"));
+        assert!(dir.update_app("BP", |a| {
+            a.agents.push("agent-2".into());
+            a.agents.push("existing".into());
+        }));
+        let created = dir.app("agent-2").unwrap();
+        assert_eq!(created.blueprint.as_deref(), Some("bp"));
+        assert_eq!(created.tenant_id, "t1");
+        let existing = dir.app("existing").unwrap();
+        assert_eq!(existing.blueprint.as_deref(), Some("bp"));
+        assert_eq!(existing.secrets, vec!["kept".to_owned()]);
+        // Dropping an agent from the list unlinks it.
+        assert!(dir.update_app("bp", |a| a.agents.retain(|x| x != "agent-1")));
+        assert_eq!(dir.app("agent-1").unwrap().blueprint, None);
+        assert!(!dir.update_app("nobody", |a| a.agents.push("x".into())));
+        assert!(dir.app("x").is_none());
     }
 
     #[test]
@@ -729,10 +825,32 @@ mod tests {
             dir.add_resource(r);
         }
         dir.add_app(App::new("11111111-1111-1111-1111-111111111111", "t"));
-        assert!(dir.is_known_resource("https://graph.microsoft.com/"));
-        assert!(dir.is_known_resource("api://AzureADTokenExchange"));
-        assert!(dir.is_known_resource("api://11111111-1111-1111-1111-111111111111"));
-        assert!(!dir.is_known_resource("https://unknown.example"));
+        let public = Cloud::Public;
+        assert!(dir.is_known_resource("https://graph.microsoft.com/", public));
+        assert!(dir.is_known_resource("api://AzureADTokenExchange", public));
+        assert!(dir.is_known_resource("api://11111111-1111-1111-1111-111111111111", public));
+        assert!(!dir.is_known_resource("https://unknown.example", public));
+        // Each cloud knows its own exchange audience only.
+        for (cloud, own) in [
+            (Cloud::Public, Some("api://AzureADTokenExchange")),
+            (Cloud::UsGov, Some("api://AzureADTokenExchangeUSGov")),
+            (Cloud::China, Some("api://AzureADTokenExchangeChina")),
+            (Cloud::France, Some("api://AzureADTokenExchangeFrance")),
+            (Cloud::Germany, Some("api://AzureADTokenExchangeGermany")),
+            (Cloud::Singapore, None),
+        ] {
+            for other in Cloud::ALL {
+                let audience = other.token_exchange_audience();
+                assert_eq!(
+                    dir.is_known_resource(audience, cloud),
+                    Some(audience) == own,
+                    "{audience} in {cloud:?}"
+                );
+            }
+        }
+        // A registered resource is known everywhere, even with an exchange-like URI.
+        dir.add_resource(Resource::new("api://AzureADTokenExchangeSingapore"));
+        assert!(dir.is_known_resource("api://AzureADTokenExchangeSingapore", Cloud::Singapore));
         assert_eq!(
             dir.resource_for_host("myvault.vault.azure.net")
                 .unwrap()

@@ -5,6 +5,9 @@
 //! optionally a host pattern) and *how often* (the next N matching requests, requests a predicate
 //! accepts, or every matching request until removed). The first active fault that matches a
 //! request applies; faulted requests are logged with [`LoggedRequest::fault`] set.
+//!
+//! Predicates ([`Fault::when`]) run without any lock of the emulator held: they may use the
+//! emulator handle, including [`Faults`] itself.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -52,7 +55,8 @@ impl FaultTarget {
 pub enum FaultAction {
     /// Answer with this status and body (and `Retry-After` when set) instead of handling the request.
     Status {
-        /// HTTP status.
+        /// HTTP status, 100 to 999 ([`Fault::new`] replaces any other value with 500, so what
+        /// is logged is what is sent; [`Fault::try_status`] refuses it).
         status: u16,
         /// Body; `None` gives a default body shaped for the route (Entra error JSON for identity routes).
         body: Option<String>,
@@ -107,9 +111,31 @@ impl fmt::Debug for Fault {
     }
 }
 
+/// The statuses an HTTP response can carry.
+const VALID_STATUS: std::ops::RangeInclusive<u16> = 100..=999;
+
 impl Fault {
-    /// A fault doing `action` on any request, every time.
+    /// A fault doing `action` on any request, every time. A [`FaultAction::Status`] outside
+    /// 100–999 (no HTTP response can carry it) becomes 500, and a warning is logged.
     pub fn new(action: FaultAction) -> Self {
+        let action = match action {
+            FaultAction::Status {
+                status,
+                body,
+                retry_after,
+            } if !VALID_STATUS.contains(&status) => {
+                tracing::warn!(
+                    status,
+                    "fic-emulator: a status fault outside 100-999 answers 500 instead"
+                );
+                FaultAction::Status {
+                    status: 500,
+                    body,
+                    retry_after,
+                }
+            }
+            other => other,
+        };
         Self {
             action,
             target: FaultTarget::Any,
@@ -119,13 +145,30 @@ impl Fault {
         }
     }
 
-    /// Answer `status` (default body for the route).
+    /// Answer `status` (default body for the route). A status outside 100–999 becomes 500
+    /// (see [`Fault::new`]); use [`Fault::try_status`] to have it refused instead.
     pub fn status(status: u16) -> Self {
         Self::new(FaultAction::Status {
             status,
             body: None,
             retry_after: None,
         })
+    }
+
+    /// Answer `status` (default body for the route); an error for a status outside 100–999.
+    pub fn try_status(status: u16) -> Result<Self, crate::Error> {
+        if VALID_STATUS.contains(&status) {
+            Ok(Self::status(status))
+        } else {
+            Err(crate::Error::Config(format!(
+                "a status fault needs an HTTP status from 100 to 999, not {status}"
+            )))
+        }
+    }
+
+    /// What the fault does.
+    pub fn action(&self) -> &FaultAction {
+        &self.action
     }
 
     /// Wait `delay`, then answer normally.
@@ -180,14 +223,18 @@ impl Fault {
         self
     }
 
-    /// Applies to the next `n` matching requests only.
+    /// Applies to the next `n` matching requests only. With `n` = 0 the fault never applies:
+    /// [`Faults::inject`] does not keep it.
     #[must_use]
     pub fn times(mut self, n: u32) -> Self {
         self.times = Some(n);
         self
     }
 
-    /// Applies only to requests `predicate` accepts (combined with the other limits).
+    /// Applies only to requests `predicate` accepts (combined with the other limits). It runs
+    /// with no lock of the emulator held (it may use the handle, [`Faults`] included), after
+    /// the other limits matched; with several requests at once, a count-limited fault may see
+    /// more requests than it has counts left (only that many get it).
     #[must_use]
     pub fn when(
         mut self,
@@ -197,7 +244,8 @@ impl Fault {
         self
     }
 
-    fn matches(&self, request: &LoggedRequest) -> bool {
+    /// Whether the fault applies to `request`, predicate aside.
+    fn matches_without_predicate(&self, request: &LoggedRequest) -> bool {
         if self.times == Some(0) || !self.target.covers(request.route) {
             return false;
         }
@@ -206,13 +254,9 @@ impl Fault {
                 return false;
             }
         }
-        if self.action == FaultAction::BearerDowngrade
+        !(self.action == FaultAction::BearerDowngrade
             && (request.route != Route::Token
-                || request.form_value("token_type") != Some("mtls_pop"))
-        {
-            return false;
-        }
-        self.predicate.as_ref().is_none_or(|p| p(request))
+                || request.form_value("token_type") != Some("mtls_pop")))
     }
 }
 
@@ -245,12 +289,15 @@ impl Faults {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds a fault; it applies after the faults added before it.
+    /// Adds a fault; it applies after the faults added before it. A fault limited to 0
+    /// requests ([`Fault::times`]) is not kept (it could never apply); its id is still new.
     pub fn inject(&self, fault: Fault) -> FaultId {
         let mut data = self.lock();
         data.next += 1;
         let id = FaultId(data.next);
-        data.rules.push((id, fault));
+        if fault.times != Some(0) {
+            data.rules.push((id, fault));
+        }
         id
     }
 
@@ -272,18 +319,147 @@ impl Faults {
         self.lock().rules.len()
     }
 
-    /// Picks the fault for `request` and uses up one of its counts.
+    /// Picks the fault for `request` and uses up one of its counts. Predicates run on a
+    /// snapshot of the faults, with the lock released; a fault removed or used up meanwhile is
+    /// passed over.
     pub(crate) fn take(&self, request: &LoggedRequest) -> Option<FaultAction> {
-        let mut data = self.lock();
-        let index = data.rules.iter().position(|(_, f)| f.matches(request))?;
-        let fault = &mut data.rules[index].1;
-        let action = fault.action.clone();
-        if let Some(n) = fault.times.as_mut() {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                data.rules.remove(index);
+        let candidates: Vec<(FaultId, Option<FaultPredicate>)> = self
+            .lock()
+            .rules
+            .iter()
+            .filter(|(_, f)| f.matches_without_predicate(request))
+            .map(|(id, f)| (*id, f.predicate.clone()))
+            .collect();
+        for (id, predicate) in candidates {
+            if !predicate.is_none_or(|p| p(request)) {
+                continue;
             }
+            let mut data = self.lock();
+            let Some(index) = data.rules.iter().position(|(i, _)| *i == id) else {
+                continue;
+            };
+            let fault = &mut data.rules[index].1;
+            let action = fault.action.clone();
+            match fault.times.as_mut() {
+                Some(0) => {
+                    data.rules.remove(index);
+                    continue;
+                }
+                Some(n) => {
+                    *n -= 1;
+                    if *n == 0 {
+                        data.rules.remove(index);
+                    }
+                }
+                None => {}
+            }
+            return Some(action);
         }
-        Some(action)
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn token_request(client_id: &str) -> LoggedRequest {
+        LoggedRequest {
+            id: 1,
+            at: SystemTime::UNIX_EPOCH,
+            listener: crate::log::Listener::Https,
+            route: Route::Token,
+            method: "POST".into(),
+            host: "login.microsoftonline.com".into(),
+            sni: None,
+            path: "/t/oauth2/v2.0/token".into(),
+            query: None,
+            headers: Vec::new(),
+            form: vec![("client_id".into(), client_id.into())],
+            body: bytes::Bytes::new(),
+            client_cert_thumbprint: None,
+            status: None,
+            fault: None,
+        }
+    }
+
+    #[test]
+    fn a_predicate_may_use_the_faults() {
+        let faults = Faults::default();
+        let inner = faults.clone();
+        faults.inject(Fault::status(503).when(move |r| {
+            // Reading (and changing) the faults from a predicate: no deadlock.
+            inner.active() == 1 && r.form_value("client_id") == Some("a")
+        }));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let worker = faults.clone();
+        std::thread::spawn(move || {
+            let _ = sender.send((
+                worker.take(&token_request("a")),
+                worker.take(&token_request("b")),
+            ));
+        });
+        // A guard against a deadlock, not a wait: the answer comes at once.
+        let (a, b) = receiver
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("take() deadlocked on a predicate that reads the faults");
+        assert_eq!(a.map(|f| f.to_string()).as_deref(), Some("status 503"));
+        assert_eq!(b, None);
+    }
+
+    #[test]
+    fn count_limited_faults_are_used_up_in_order() {
+        let faults = Faults::default();
+        let zero = faults.inject(Fault::status(500).times(0));
+        assert_eq!(faults.active(), 0, "times(0) is not kept");
+        assert!(!faults.remove(zero));
+        let first = faults.inject(Fault::status(503).times(2));
+        faults.inject(Fault::status(429));
+        assert_ne!(first, zero);
+        let request = token_request("a");
+        let seen: Vec<String> = (0..4)
+            .filter_map(|_| faults.take(&request).map(|f| f.to_string()))
+            .collect();
+        assert_eq!(
+            seen,
+            ["status 503", "status 503", "status 429", "status 429"]
+        );
+        assert_eq!(faults.active(), 1);
+        assert!(!faults.remove(first), "used up and gone");
+    }
+
+    #[test]
+    fn status_faults_carry_a_sendable_status() {
+        for (given, kept) in [
+            (0, 500),
+            (99, 500),
+            (1000, 500),
+            (u16::MAX, 500),
+            (100, 100),
+            (999, 999),
+            (503, 503),
+        ] {
+            let fault = Fault::status(given);
+            assert!(
+                matches!(fault.action(), FaultAction::Status { status, .. } if *status == kept),
+                "{given}"
+            );
+            assert_eq!(fault.action().to_string(), format!("status {kept}"));
+            let direct = Fault::new(FaultAction::Status {
+                status: given,
+                body: Some("x".into()),
+                retry_after: Some("1".into()),
+            });
+            assert_eq!(
+                direct.action(),
+                &FaultAction::Status {
+                    status: kept,
+                    body: Some("x".into()),
+                    retry_after: Some("1".into()),
+                }
+            );
+            assert_eq!(Fault::try_status(given).is_ok(), given == kept, "{given}");
+        }
     }
 }

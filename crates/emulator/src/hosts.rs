@@ -78,8 +78,10 @@ impl Cloud {
         }
     }
 
-    /// The FIC token-exchange audience of the cloud (PROTOCOL §1). Singapore has no published
-    /// value; the emulator uses `api://AzureADTokenExchangeSingapore`.
+    /// The FIC token-exchange audience of the cloud (PROTOCOL §1): federated credentials and
+    /// user FIC credentials presented in this cloud must have it. Singapore has no published
+    /// value; the emulator uses `api://AzureADTokenExchangeSingapore` there, and its token
+    /// endpoint issues tokens for it only once it is registered as a resource.
     pub fn token_exchange_audience(self) -> &'static str {
         match self {
             Cloud::Public => "api://AzureADTokenExchange",
@@ -88,6 +90,16 @@ impl Cloud {
             Cloud::France => "api://AzureADTokenExchangeFrance",
             Cloud::Germany => "api://AzureADTokenExchangeGermany",
             Cloud::Singapore => "api://AzureADTokenExchangeSingapore",
+        }
+    }
+
+    /// The token-exchange audience Microsoft publishes for the cloud (none for Singapore): the
+    /// only exchange audience the cloud's token endpoint issues tokens for without a
+    /// registration ([`Directory::add_resource`](crate::Directory::add_resource)).
+    pub(crate) fn published_token_exchange_audience(self) -> Option<&'static str> {
+        match self {
+            Cloud::Singapore => None,
+            other => Some(other.token_exchange_audience()),
         }
     }
 

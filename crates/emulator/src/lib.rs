@@ -118,8 +118,17 @@
 //! * `refresh_token`, with rotation: each refresh token is accepted once.
 //!
 //! Certificate assertions must have `aud` equal to the endpoint called (`https://` + `Host` +
-//! path), `iss` = `sub` = client id, `exp` (and `nbf` when present) within 5 minutes of skew,
-//! and a fresh `jti`. The mtlsauth hosts serve only mutual-TLS requests and refuse secrets.
+//! path), `iss` = `sub` = client id (an assertion whose `iss` is not the client id is taken for
+//! a federated one), `exp` (and `nbf` when present) within 5 minutes of skew, `exp` at most
+//! [`Settings::max_assertion_lifetime`] (a day) ahead, and a fresh `jti`. The mtlsauth hosts
+//! serve only mutual-TLS requests and refuse secrets.
+//!
+//! Each cloud's token endpoint knows its own token-exchange audience only
+//! (`api://AzureADTokenExchange` on the public cloud's hosts, `…USGov` on `.us`, `…China`,
+//! `…France`, `…Germany`; Singapore publishes none, so none is built in there): another
+//! cloud's is an unknown resource (500011). What the request asks of the directory (the
+//! resource, `fmi_path`) is checked only once the client has authenticated, so a caller without
+//! valid credentials learns nothing about it.
 //!
 //! ## Issued tokens
 //!
@@ -184,8 +193,18 @@
 //! `error_codes`, `timestamp`, `trace_id`, `correlation_id` = the request's
 //! `client-request-id`, `error_uri`); the codes are listed in [`codes`].
 //!
-//! The emulator shares no code with the client crates of this workspace: it derives
-//! thumbprints and validates JWTs itself.
+//! ## Its place in the workspace
+//!
+//! The emulator judges the workspace's clients, so it shares none of their code: by design it
+//! depends only on `fic-oauth-core`'s plain types (the [`Clock`] it is driven by), and re-derives
+//! everything else itself: certificate thumbprints (`x5t`, `x5t#S256`), JWS parsing and signature
+//! verification, X.509 chain checks, CSR verification. A bug in a client's thumbprint or JWT
+//! code therefore shows up as a refusal here rather than being mirrored.
+//!
+//! It is used by this workspace's tests (each crate's integration tests and the end-to-end
+//! suite), by the demo, and by users: `fic emulator` runs one from the command line, and the
+//! crate can be embedded in any service's own tests. Its tests build their requests by hand
+//! (raw HTTP over `tokio-rustls`, JWTs signed with `ring`), never with a client crate.
 #![deny(missing_docs)]
 
 mod aadsts;
@@ -259,7 +278,7 @@ use state::State;
 /// | 700027 | `invalid_client` | 401 | certificate not registered, SN+I chain not trusted, signature invalid, TLS certificate not registered |
 /// | 700023 | `invalid_client` | 401 | assertion `aud` is not the endpoint called |
 /// | 700021 | `invalid_client` | 401 | assertion `iss`/`sub` is not the client id |
-/// | 700024 | `invalid_client` | 401 | assertion outside its validity (`exp`/`nbf`, 5 min skew) |
+/// | 700024 | `invalid_client` | 401 | assertion outside its validity (`exp`/`nbf`, 5 min skew; `exp` more than [`Settings::max_assertion_lifetime`] ahead) |
 /// | 50013 | `invalid_client` / `invalid_grant` | 401 / 400 | replayed `jti`; user FIC credential with an invalid signature |
 /// | 700211 | `invalid_client` | 401 | no federated credential with the assertion's issuer |
 /// | 700213 | `invalid_client` | 401 | no federated credential with the assertion's subject (also: FMI token not for this agent) |
@@ -268,7 +287,7 @@ use state::State;
 /// | 70011 | `invalid_scope` | 400 | bad scope set (several for client credentials, OIDC scopes in client credentials, user_fic without `openid profile offline_access`) |
 /// | 1002012 | `invalid_scope` | 400 | client-credentials scope without `/.default` |
 /// | 28000 | `invalid_scope` | 400 | user scopes of more than one resource |
-/// | 500011 | `invalid_resource` | 400 | unknown resource |
+/// | 500011 | `invalid_resource` | 400 | unknown resource (another cloud's token-exchange audience included), told only to an authenticated client |
 /// | 50034 | `invalid_grant` | 400 | unknown user |
 /// | 70000 | `invalid_grant` | 400 | unknown, reused (rotation) or foreign refresh token |
 /// | 700082 | `invalid_grant` | 400 | expired refresh token |
@@ -601,7 +620,8 @@ impl EmulatorBuilder {
         for resource in self.directory.resources() {
             names.extend(resource.hosts.iter().cloned());
         }
-        let config = tls::server_config(ca.clone(), names)?;
+        let (config, server_certificate_der) =
+            tls::server_config(ca.clone(), names, self.directory.clone())?;
         let (service_fabric_config, service_fabric_der) = tls::service_fabric_config()?;
         let https = TcpListener::bind(("127.0.0.1", 0)).await?;
         let imds = TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -640,6 +660,7 @@ impl EmulatorBuilder {
             imds_addr,
             service_fabric_addr,
             service_fabric_thumbprint: x509::thumbprint_sha1_hex(&service_fabric_der),
+            server_certificate_der,
             tasks,
         })
     }
@@ -652,6 +673,7 @@ pub struct EmulatorHandle {
     imds_addr: SocketAddr,
     service_fabric_addr: SocketAddr,
     service_fabric_thumbprint: String,
+    server_certificate_der: Vec<u8>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -701,6 +723,14 @@ impl EmulatorHandle {
     /// The CA, to issue client certificates (e.g. for SN+I registrations).
     pub fn certificate_authority(&self) -> &CertificateAuthority {
         &self.state.ca
+    }
+
+    /// The HTTPS listener's main server certificate (DER), issued by the CA at start: its
+    /// subject alternative names are every identity host pattern and the hosts of the
+    /// resources registered before start. A resource host registered later is served with a
+    /// certificate of its own, minted on first use.
+    pub fn server_certificate_der(&self) -> &[u8] {
+        &self.server_certificate_der
     }
 
     /// The resolver map for the client transport's override: `host:port` patterns (a host may

@@ -3,11 +3,11 @@
 //!
 //! | source | where | request | identity parameters | secret |
 //! |---|---|---|---|---|
-//! | IMDS v1 | IMDS listener, `/metadata/identity/oauth2/token` | `GET ?api-version=…&resource=…`, `Metadata: true` | `client_id`, `msi_res_id` (or `mi_res_id`), `object_id` | — |
+//! | IMDS v1 | IMDS listener, `/metadata/identity/oauth2/token` | `GET ?api-version=2018-02-01&resource=…` (or a later IMDS version), `Metadata: true` | `client_id`, `msi_res_id` (or `mi_res_id`), `object_id` | — |
 //! | App Service | IMDS listener, `/msi/token` | `GET ?api-version=2019-08-01&resource=…` | `client_id`, `mi_res_id`, `object_id` (or `principal_id`) | `X-IDENTITY-HEADER` |
 //! | Machine Learning | IMDS listener, `/machine-learning/msi/token` | `GET ?api-version=2017-09-01&resource=…`, `Metadata: true` | `clientid` | `secret` |
 //! | Cloud Shell | IMDS listener, `/cloud-shell/oauth2/token` | `POST`, form `resource=…`, `Metadata: true` | none | — |
-//! | Azure Arc | IMDS listener, `/azure-arc/metadata/identity/oauth2/token` (and `/metadata/identity/oauth2/token` for `Host: 127.0.0.1:40342` or `localhost:40342`) | `GET ?api-version=…&resource=…`, `Metadata: true`, then `Authorization: Basic <challenge file contents>` | none | the challenge file |
+//! | Azure Arc | IMDS listener, `/azure-arc/metadata/identity/oauth2/token` (and `/metadata/identity/oauth2/token` for `Host: 127.0.0.1:40342` or `localhost:40342`) | `GET ?api-version=2020-06-01&resource=…` (or `2019-11-01`), `Metadata: true`, then `Authorization: Basic <challenge file contents>` | none | the challenge file |
 //! | Service Fabric | its own HTTPS listener, `/metadata/identity/oauth2/token` | `GET ?api-version=2020-05-01&resource=…` (or `2019-07-01-preview`) | `principalId` (object id) | `secret` |
 //!
 //! Without identity parameters the host's system-assigned identity answers (Machine Learning
@@ -27,6 +27,7 @@ use std::sync::{Mutex, PoisonError};
 use serde_json::{json, Map, Value};
 
 use crate::directory::{ManagedIdentity, ManagedIdentityKind};
+use crate::hosts::Cloud;
 use crate::issue::{managed_identity_access_token, ManagedIdentityToken};
 use crate::log::{LoggedRequest, Route};
 use crate::reply::Reply;
@@ -61,6 +62,40 @@ const APP_SERVICE_API_VERSION: &str = "2019-08-01";
 const MACHINE_LEARNING_API_VERSION: &str = "2017-09-01";
 /// The api-versions Service Fabric answers.
 const SERVICE_FABRIC_API_VERSIONS: [&str; 2] = ["2020-05-01", "2019-07-01-preview"];
+/// The api-versions the IMDS v1 token endpoint answers: IMDS's versions from 2018-02-01 on
+/// (Microsoft's documentation: "use 2018-02-01 or greater"; MSAL and the Azure SDKs send
+/// 2018-02-01).
+const IMDS_TOKEN_API_VERSIONS: [&str; 26] = [
+    "2018-02-01",
+    "2018-04-02",
+    "2018-10-01",
+    "2019-02-01",
+    "2019-03-11",
+    "2019-04-30",
+    "2019-06-01",
+    "2019-06-04",
+    "2019-08-01",
+    "2019-08-15",
+    "2019-11-01",
+    "2020-06-01",
+    "2020-07-15",
+    "2020-09-01",
+    "2020-10-01",
+    "2020-12-01",
+    "2021-01-01",
+    "2021-02-01",
+    "2021-03-01",
+    "2021-05-01",
+    "2021-08-01",
+    "2021-10-01",
+    "2021-11-01",
+    "2021-11-15",
+    "2021-12-13",
+    "2023-07-01",
+];
+/// The api-versions the Azure Arc agent's token endpoint answers: 2019-11-01 (its
+/// documentation's examples) and 2020-06-01 (what MSAL sends).
+const AZURE_ARC_API_VERSIONS: [&str; 2] = ["2019-11-01", "2020-06-01"];
 /// The resource id of the emulated VM (`xms_mirid` of its system-assigned identity's tokens).
 pub(crate) const VM_RESOURCE_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/fic-emulator/providers/Microsoft.Compute/virtualMachines/fic-emulator-vm";
 
@@ -400,7 +435,9 @@ pub(crate) fn identity(state: &State, selector: &Selector) -> Result<ManagedIden
 
 /// Checks the resource tokens are asked for.
 fn check_resource(state: &State, resource: &str, tenant_id: &str) -> Result<(), Refusal> {
-    if state.directory.is_known_resource(resource) {
+    // The managed identity endpoints issue public-cloud tokens (issuer
+    // login.microsoftonline.com), so the public cloud's exchange audience is the known one.
+    if state.directory.is_known_resource(resource, Cloud::Public) {
         Ok(())
     } else {
         Err(Refusal::new(
@@ -442,37 +479,21 @@ fn method(request: &LoggedRequest, wanted: &str) -> Result<(), Refusal> {
     }
 }
 
-/// `YYYY-MM-DD`, optionally followed by `-preview`.
-pub(crate) fn well_formed_api_version(v: &str) -> bool {
-    let date = v.strip_suffix("-preview").unwrap_or(v);
-    let b = date.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-}
-
+/// The request's `api-version`, one of `accepted` (the first is the oldest or preferred).
 fn api_version<'p>(params: &'p Params, accepted: &[&str]) -> Result<&'p str, Refusal> {
     let version = params.required("api-version")?;
-    let ok = if accepted.is_empty() {
-        well_formed_api_version(version)
-    } else {
-        accepted.contains(&version)
-    };
-    if ok {
-        Ok(version)
-    } else if accepted.is_empty() {
-        Err(Refusal::bad_request(format!(
-            "The api-version '{version}' is invalid."
-        )))
-    } else {
-        Err(Refusal::bad_request(format!(
-            "The api-version '{version}' is not supported; use {}.",
-            accepted.join(" or ")
-        )))
+    if accepted.contains(&version) {
+        return Ok(version);
     }
+    let advice = match accepted {
+        [] => "none".to_owned(),
+        [one] => (*one).to_owned(),
+        few if few.len() <= 3 => few.join(" or "),
+        [first, ..] => format!("{first} or a later version"),
+    };
+    Err(Refusal::bad_request(format!(
+        "The api-version '{version}' is not supported; use {advice}."
+    )))
 }
 
 /// A minted token for `identity` and `resource`.
@@ -535,7 +556,7 @@ pub(crate) fn imds_token(state: &State, request: &LoggedRequest) -> Reply {
             method(request, "GET")?;
             metadata_header(request)?;
             let params = Params::new(request.query_pairs())?;
-            api_version(&params, &[])?;
+            api_version(&params, &IMDS_TOKEN_API_VERSIONS)?;
             let resource = params.required("resource")?;
             let selector = selector(
                 &params,
@@ -704,7 +725,7 @@ fn azure_arc(state: &State, request: &LoggedRequest) -> Result<Reply, Refusal> {
         ));
     }
     let params = Params::new(request.query_pairs())?;
-    api_version(&params, &[])?;
+    api_version(&params, &AZURE_ARC_API_VERSIONS)?;
     let resource = params.required("resource")?;
     selector(&params, &[], "Azure Arc")?;
     let identity = identity(state, &Selector::SystemAssigned)?;
@@ -801,7 +822,28 @@ mod tests {
             400
         );
         assert!(Params::new(vec![("a".into(), "1".into()), ("a".into(), "2".into())]).is_err());
-        assert!(well_formed_api_version("2019-07-01-preview"));
-        assert!(!well_formed_api_version("latest"));
+    }
+
+    #[test]
+    fn api_versions_are_allow_listed() {
+        let params = |v: &str| Params::new(vec![("api-version".into(), v.into())]).unwrap();
+        let imds = &IMDS_TOKEN_API_VERSIONS[..];
+        assert_eq!(api_version(&params("2018-02-01"), imds), Ok("2018-02-01"));
+        assert_eq!(api_version(&params("2021-02-01"), imds), Ok("2021-02-01"));
+        // Well-formed but not a version the service knows.
+        for refused in ["2017-09-01", "2018-02-02", "2099-01-01", "latest"] {
+            let refusal = api_version(&params(refused), imds).unwrap_err();
+            assert_eq!(refusal.status, 400);
+            assert_eq!(
+                refusal.message,
+                format!("The api-version '{refused}' is not supported; use 2018-02-01 or a later version.")
+            );
+        }
+        let arc = &AZURE_ARC_API_VERSIONS[..];
+        assert_eq!(api_version(&params("2020-06-01"), arc), Ok("2020-06-01"));
+        assert_eq!(
+            api_version(&params("2018-02-01"), arc).unwrap_err().message,
+            "The api-version '2018-02-01' is not supported; use 2019-11-01 or 2020-06-01."
+        );
     }
 }

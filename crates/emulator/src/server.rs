@@ -51,6 +51,18 @@ impl fmt::Display for DropConnection {
 
 impl std::error::Error for DropConnection {}
 
+/// How long a listener pauses after a failed `accept`.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Logs a failed `accept` and pauses before the next one. Such errors (out of file descriptors,
+/// `EMFILE`/`ENFILE`, or a connection reset before it was accepted) usually persist for a
+/// moment; retrying at once would spin. The pause is the server's own (tokio time), not a
+/// test's clock.
+async fn accept_failed(listener: Listener, error: &std::io::Error) {
+    tracing::warn!(?listener, %error, "fic-emulator: accepting a connection failed; retrying shortly");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
 /// Accepts TLS connections until the task is aborted (which aborts every connection too).
 /// `kind` is [`Listener::Https`] or [`Listener::ServiceFabric`].
 pub(crate) async fn serve_https(
@@ -61,8 +73,12 @@ pub(crate) async fn serve_https(
 ) {
     let mut connections = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                accept_failed(kind, &error).await;
+                continue;
+            }
         };
         while connections.try_join_next().is_some() {}
         let acceptor = acceptor.clone();
@@ -90,8 +106,12 @@ pub(crate) async fn serve_https(
 pub(crate) async fn serve_imds(listener: TcpListener, state: Arc<State>) {
     let mut connections = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                accept_failed(Listener::Imds, &error).await;
+                continue;
+            }
         };
         while connections.try_join_next().is_some() {}
         let state = state.clone();

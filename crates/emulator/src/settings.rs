@@ -45,6 +45,12 @@ pub struct Settings {
     /// Whether client assertions signed with a certificate must carry a `jti` (replays of a
     /// `jti` are always refused). Default true.
     pub require_assertion_jti: bool,
+    /// The longest a certificate-signed client assertion may still be valid for when it
+    /// arrives: `exp` later than now + this + [`clock_skew`](Self::clock_skew) is refused
+    /// (700024). Entra documents no such limit; the emulator has one so it can remember every
+    /// `jti` until its assertion expires (replays stay refused) without keeping it forever.
+    /// Default 24 hours (MSAL signs assertions valid for 10 minutes).
+    pub max_assertion_lifetime: Duration,
     /// The `location` the IMDS region endpoint answers (also the region of the IMDSv2
     /// `mtls_authentication_endpoint`). Default `westus3`.
     pub imds_location: String,
@@ -74,6 +80,7 @@ impl Default for Settings {
             id_token_lifetime: Duration::from_secs(3600),
             clock_skew: Duration::from_secs(300),
             require_assertion_jti: true,
+            max_assertion_lifetime: Duration::from_secs(24 * 3600),
             imds_location: "westus3".to_owned(),
             vm_id: "00000000-0000-0000-0000-0000000000f1".to_owned(),
             vmss_id: None,

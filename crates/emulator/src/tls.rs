@@ -1,8 +1,10 @@
 //! TLS: the emulator's own CA, the server certificate(s), and client-certificate handling.
 //!
 //! The CA (ECDSA P-256) is generated at start. One server certificate covers every identity host
-//! and the resource hosts known at start (wildcards where needed); a name first seen later (a
-//! resource host added at run time) gets a certificate minted for it on first use.
+//! and the resource hosts known at start (wildcards where needed). A resource host registered
+//! later ([`Directory::add_resource`](crate::Directory::add_resource)) gets a certificate minted
+//! for it on first use (logged at `info`); any other name gets the main certificate, which a
+//! client refuses for it, as it would refuse a host that serves nothing there.
 //!
 //! Client certificates are requested on every connection but never required by TLS (an empty
 //! hint list, `client_auth_mandatory` false); any well-formed certificate whose holder proves
@@ -26,6 +28,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName as TlsDn, ServerConfig, SignatureScheme};
 
+use crate::directory::Directory;
 use crate::hosts::any_matches;
 use crate::keys::rand_serial;
 use crate::Error;
@@ -240,13 +243,15 @@ fn certified_key(
     ))
 }
 
-/// Picks the server certificate by SNI; mints one for names the main certificate does not cover.
+/// Picks the server certificate by SNI; mints one for a registered resource host the main
+/// certificate does not cover.
 struct ServerCertificates {
     main: Arc<CertifiedKey>,
     main_names: Vec<String>,
     minted: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     ca: Arc<CertificateAuthority>,
     provider: Arc<CryptoProvider>,
+    directory: Directory,
 }
 
 impl fmt::Debug for ServerCertificates {
@@ -266,6 +271,11 @@ impl ResolvesServerCert for ServerCertificates {
         if any_matches(&self.main_names, &name) {
             return Some(self.main.clone());
         }
+        if self.directory.resource_for_host(&name).is_none() {
+            // Nothing is served there: the main certificate, which does not name it.
+            tracing::debug!(sni = %name, "fic-emulator: no certificate for a host it does not serve");
+            return Some(self.main.clone());
+        }
         let mut minted = self.minted.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(key) = minted.get(&name) {
             return Some(key.clone());
@@ -278,6 +288,10 @@ impl ResolvesServerCert for ServerCertificates {
             .issue_server_certificate(std::slice::from_ref(&name))
             .ok()?;
         let key = Arc::new(certified_key(&self.provider, &issued).ok()?);
+        tracing::info!(
+            sni = %name,
+            "fic-emulator: minted a server certificate for a resource host registered after start"
+        );
         minted.insert(name, key.clone());
         Some(key)
     }
@@ -345,11 +359,14 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds the HTTPS listener's server config.
+/// Builds the HTTPS listener's server config: the main certificate covers `names`; resource
+/// hosts of `directory` added later get their own. Returns the config and the main
+/// certificate's DER.
 pub(crate) fn server_config(
     ca: Arc<CertificateAuthority>,
     names: Vec<String>,
-) -> Result<ServerConfig, Error> {
+    directory: Directory,
+) -> Result<(ServerConfig, Vec<u8>), Error> {
     let provider = provider();
     let main = ca.issue_server_certificate(&names)?;
     let certs = ServerCertificates {
@@ -358,6 +375,7 @@ pub(crate) fn server_config(
         minted: Mutex::new(HashMap::new()),
         ca,
         provider: provider.clone(),
+        directory,
     };
     let verifier = AnyClientCertificate {
         algorithms: provider.signature_verification_algorithms,
@@ -370,7 +388,7 @@ pub(crate) fn server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
-    Ok(config)
+    Ok((config, main.certificate_der))
 }
 
 /// The certificate chain a client presented in the TLS handshake.

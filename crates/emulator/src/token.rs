@@ -287,10 +287,14 @@ fn client_credentials(
 ) -> Result<Map<String, Value>, AadError> {
     let scope = form.required("scope")?;
     let resource = app_scope(scope)?;
-    if !state.directory.is_known_resource(&resource) {
+    let fmi_path = form.get("fmi_path");
+    let capabilities = client_capabilities(form)?;
+    // What the directory holds (known resources, a blueprint's agents) is told only to a client
+    // that authenticated.
+    let auth = authenticate(ctx, form)?;
+    if !state.directory.is_known_resource(&resource, ctx.cloud) {
         return Err(invalid_resource(&resource, tenant));
     }
-    let fmi_path = form.get("fmi_path");
     if let Some(path) = fmi_path {
         if !ctx.app.agents.iter().any(|a| a.eq_ignore_ascii_case(path)) {
             let why = if ctx.app.is_blueprint() {
@@ -311,8 +315,6 @@ fn client_credentials(
             ));
         }
     }
-    let capabilities = client_capabilities(form)?;
-    let auth = authenticate(ctx, form)?;
     if let Some(identity) = ctx.managed_identity {
         let lifetime = state.settings().access_token_lifetime.as_secs();
         let token = managed_identity_access_token(
@@ -640,9 +642,6 @@ fn user_fic(
     let scope = form.required("scope")?;
     let scopes = user_scopes(scope, true)?;
     let resource = scopes.resource.clone().unwrap_or_else(|| GRAPH.to_owned());
-    if !state.directory.is_known_resource(&resource) {
-        return Err(invalid_resource(&resource, tenant));
-    }
     let credential = form.required("user_federated_identity_credential")?;
     let user = match (form.get("username"), form.get("user_id")) {
         (Some(_), Some(_)) => {
@@ -671,6 +670,9 @@ fn user_fic(
     };
     let capabilities = client_capabilities(form)?;
     let auth = authenticate(ctx, form)?;
+    if !state.directory.is_known_resource(&resource, ctx.cloud) {
+        return Err(invalid_resource(&resource, tenant));
+    }
     check_user_credential(state, ctx, credential, peer)?;
     let user = user?;
     Ok(issue_user_tokens(
@@ -742,7 +744,7 @@ fn refresh_token(
         .resource
         .clone()
         .unwrap_or_else(|| grant.resource.clone());
-    if !state.directory.is_known_resource(&resource) {
+    if !state.directory.is_known_resource(&resource, ctx.cloud) {
         return Err(invalid_resource(&resource, tenant));
     }
     let scp = if scopes.resource.is_some() {

@@ -500,3 +500,310 @@ async fn refresh_token_rotation() {
     .await;
     response.assert_aadsts(400, "invalid_request", codes::MISSING_PARAMETER);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The blueprint → agent link does not depend on registration order.
+
+#[tokio::test]
+async fn agent_registered_before_or_after_its_blueprint_or_added_by_update_is_linked() {
+    // The agent's own registration after the blueprint's (it replaces the placeholder).
+    let (emu, pki) = agent_emulator().await;
+    emu.directory()
+        .add_app(App::new(AGENT, TENANT).display_name("the agent"));
+    assert_eq!(
+        emu.directory().app(AGENT).unwrap().blueprint.as_deref(),
+        Some(BLUEPRINT)
+    );
+    let t1 = t1(&emu, &pki).await;
+    let response = agent_token(&emu, &t1, GRAPH_SCOPE).await;
+    assert_eq!(response.status, 200, "{:#}", response.json());
+    assert_eq!(
+        claims_of(response.json()["access_token"].as_str().unwrap())["appid"],
+        AGENT
+    );
+
+    // An agent added to the blueprint's list with update_app is created and linked.
+    assert!(emu.directory().app(OTHER_AGENT).is_none());
+    assert!(emu
+        .directory()
+        .update_app(BLUEPRINT, |app| app.agents.push(OTHER_AGENT.to_owned())));
+    let other = emu.directory().app(OTHER_AGENT).unwrap();
+    assert_eq!(other.blueprint.as_deref(), Some(BLUEPRINT));
+    assert_eq!(other.tenant_id, TENANT);
+    let other_t1 = leg1(&emu, &pki, OTHER_AGENT).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = token(
+        &emu,
+        LOGIN,
+        &[
+            ("client_id", OTHER_AGENT),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &other_t1),
+            ("scope", GRAPH_SCOPE),
+            ("grant_type", "client_credentials"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{:#}", response.json());
+    assert_eq!(
+        claims_of(response.json()["access_token"].as_str().unwrap())["appid"],
+        OTHER_AGENT
+    );
+
+    // The agent registered first, its blueprint second.
+    let pki = sni_pki("Blueprint Root", "blueprint.contoso.com", true);
+    let emu = standard_builder()
+        .app(App::new(AGENT, TENANT).display_name("the agent"))
+        .app(
+            App::new(BLUEPRINT, TENANT)
+                .subject_issuer("blueprint.contoso.com", pki.root_der.clone())
+                .agents([AGENT]),
+        )
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        emu.directory().app(AGENT).unwrap().display_name,
+        "the agent"
+    );
+    let t1 = self::t1(&emu, &pki).await;
+    assert_eq!(agent_token(&emu, &t1, GRAPH_SCOPE).await.status, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// user_fic: the user identifier and the user credential (T2).
+
+/// A `user_fic` request as the agent with T1 and `extra` parameters.
+async fn user_fic_with(
+    emu: &EmulatorHandle,
+    host: &str,
+    assertion_type: &str,
+    t1: &str,
+    extra: &[(&str, &str)],
+    identity: Option<&Identity>,
+) -> HttpResponse {
+    let mut form = vec![
+        ("client_id", AGENT),
+        ("client_assertion_type", assertion_type),
+        ("client_assertion", t1),
+        ("grant_type", "user_fic"),
+        ("scope", USER_SCOPE),
+    ];
+    form.extend_from_slice(extra);
+    token(emu, host, &form, identity).await
+}
+
+#[tokio::test]
+async fn user_fic_user_identifier_and_credential_presence() {
+    let (emu, pki) = agent_emulator().await;
+    let t1 = t1(&emu, &pki).await;
+    let t2 = agent_token(&emu, &t1, EXCHANGE_SCOPE).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Both username and user_id (even naming the same user).
+    let response = user_fic_with(
+        &emu,
+        LOGIN,
+        JWT_BEARER,
+        &t1,
+        &[
+            ("user_federated_identity_credential", &t2),
+            ("username", USER_UPN),
+            ("user_id", USER_OID),
+        ],
+        None,
+    )
+    .await;
+    response.assert_aadsts(400, "invalid_request", codes::EMU_INVALID_USER_IDENTIFIER);
+    // No user_federated_identity_credential.
+    let response = user_fic_with(
+        &emu,
+        LOGIN,
+        JWT_BEARER,
+        &t1,
+        &[("username", USER_UPN)],
+        None,
+    )
+    .await;
+    response.assert_aadsts(400, "invalid_request", codes::MISSING_PARAMETER);
+    assert!(response.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("'user_federated_identity_credential'"));
+    // With exactly one of each, the same request succeeds.
+    let response = user_fic_with(
+        &emu,
+        LOGIN,
+        JWT_BEARER,
+        &t1,
+        &[
+            ("user_federated_identity_credential", &t2),
+            ("user_id", USER_OID),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{:#}", response.json());
+    assert_eq!(
+        claims_of(response.json()["access_token"].as_str().unwrap())["oid"],
+        USER_OID
+    );
+}
+
+#[tokio::test]
+async fn user_fic_refuses_an_expired_or_badly_signed_t2() {
+    let clock = fic_oauth_core::ManualClock::new(std::time::SystemTime::now());
+    let pki = sni_pki("Blueprint Root", "blueprint.contoso.com", true);
+    let emu = standard_builder()
+        .clock(std::sync::Arc::new(clock.clone()))
+        .app(
+            App::new(BLUEPRINT, TENANT)
+                .subject_issuer("blueprint.contoso.com", pki.root_der.clone())
+                .agents([AGENT]),
+        )
+        .start()
+        .await
+        .unwrap();
+    let t1 = t1(&emu, &pki).await;
+    let t2 = agent_token(&emu, &t1, EXCHANGE_SCOPE).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let with_t2 = |t2: String| {
+        let (emu, t1) = (&emu, &t1);
+        async move {
+            user_fic_with(
+                emu,
+                LOGIN,
+                JWT_BEARER,
+                t1,
+                &[
+                    ("user_federated_identity_credential", &t2),
+                    ("username", USER_UPN),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    // Tampered: another user's oid in the payload, the emulator's signature kept.
+    let mut parts: Vec<String> = t2.split('.').map(str::to_owned).collect();
+    let mut claims = claims_of(&t2);
+    claims["appid"] = json!(AGENT);
+    claims["oid"] = json!("00000000-0000-0000-0000-00000000dead");
+    parts[1] = b64url(claims.to_string());
+    let response = with_t2(parts.join(".")).await;
+    response.assert_aadsts(400, "invalid_grant", codes::ASSERTION_REPLAYED);
+    assert!(response.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("verify the signature failed"));
+    // The same claims signed by another key (with the emulator's kid, then without).
+    let a = TestCert::a();
+    let kid = emu.signing_key_id();
+    for header in [
+        json!({ "alg": "RS256", "typ": "JWT", "kid": kid }),
+        json!({ "alg": "RS256", "typ": "JWT", "kid": "someone-else" }),
+    ] {
+        let forged = sign_jwt(&header, &claims_of(&t2), &a.key);
+        with_t2(forged)
+            .await
+            .assert_aadsts(400, "invalid_grant", codes::ASSERTION_REPLAYED);
+    }
+    // Expired: a T2 with a 60 s lifetime, 60 s + the 5 minutes of skew + 1 s later (T1 and the
+    // long T2 are still valid).
+    emu.update_settings(|s| s.access_token_lifetime = std::time::Duration::from_secs(60));
+    let short_t2 = agent_token(&emu, &t1, EXCHANGE_SCOPE).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims = claims_of(&short_t2);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        60
+    );
+    clock.advance(std::time::Duration::from_secs(60 + 300));
+    assert_eq!(
+        with_t2(short_t2.clone()).await.status,
+        200,
+        "within the skew"
+    );
+    clock.advance(std::time::Duration::from_secs(1));
+    let response = with_t2(short_t2).await;
+    response.assert_aadsts(400, "invalid_grant", codes::ASSERTION_EXPIRED);
+    assert!(response.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("User federated identity credential"));
+    let response = with_t2(t2).await;
+    assert_eq!(response.status, 200, "{:#}", response.json());
+}
+
+#[tokio::test]
+async fn user_fic_t2_bound_to_a_certificate_needs_that_certificate() {
+    let (emu, pki) = agent_emulator().await;
+    let a = TestCert::a();
+    let b = TestCert::b();
+    // The agent may present A or B over mutual TLS (with T1 as a jwt-pop assertion).
+    emu.directory().update_app(AGENT, |app| {
+        *app = app
+            .clone()
+            .certificate(a.der.clone())
+            .certificate(b.der.clone());
+    });
+    let t1 = t1(&emu, &pki).await;
+    // T2 bound to A.
+    let response = token(
+        &emu,
+        "mtlsauth.microsoft.com",
+        &[
+            ("client_id", AGENT),
+            ("client_assertion_type", JWT_POP),
+            ("client_assertion", &t1),
+            ("scope", EXCHANGE_SCOPE),
+            ("grant_type", "client_credentials"),
+            ("token_type", "mtls_pop"),
+        ],
+        Some(&a.identity()),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{:#}", response.json());
+    let t2 = response.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&t2)["cnf"]["x5t#S256"], a.thumbprint());
+    let extra = [
+        ("user_federated_identity_credential", t2.as_str()),
+        ("username", USER_UPN),
+    ];
+    // No certificate (a login host).
+    user_fic_with(&emu, LOGIN, JWT_BEARER, &t1, &extra, None)
+        .await
+        .assert_aadsts(
+            400,
+            "invalid_grant",
+            codes::EMU_CERTIFICATE_BINDING_MISMATCH,
+        );
+    // Another certificate (B authenticates the agent, but T2 is bound to A).
+    let mtls = "mtlsauth.microsoft.com";
+    user_fic_with(&emu, mtls, JWT_POP, &t1, &extra, Some(&b.identity()))
+        .await
+        .assert_aadsts(
+            400,
+            "invalid_grant",
+            codes::EMU_CERTIFICATE_BINDING_MISMATCH,
+        );
+    // A.
+    let response = user_fic_with(&emu, mtls, JWT_POP, &t1, &extra, Some(&a.identity())).await;
+    assert_eq!(response.status, 200, "{:#}", response.json());
+    assert_eq!(
+        emu.log()
+            .last_token_request()
+            .unwrap()
+            .client_cert_thumbprint
+            .as_deref(),
+        Some(a.thumbprint().as_str())
+    );
+}

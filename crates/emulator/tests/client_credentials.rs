@@ -652,3 +652,247 @@ async fn two_emulators_do_not_trust_each_other() {
     .await;
     assert_eq!(response.status, 401);
 }
+
+#[tokio::test]
+async fn assertion_with_an_absurd_expiry_is_refused_and_its_jti_is_kept() {
+    let a = TestCert::a();
+    let emu = standard_builder().start().await.unwrap();
+    let aud = endpoint(LOGIN, TENANT);
+    let header = json!({ "alg": "PS256", "typ": "JWT", "x5t#S256": a.thumbprint() });
+    let post = |assertion: String| {
+        let emu = &emu;
+        async move {
+            token(
+                emu,
+                LOGIN,
+                &form(
+                    CERT_APP,
+                    &[
+                        ("client_assertion_type", JWT_BEARER),
+                        ("client_assertion", &assertion),
+                    ],
+                    GRAPH_SCOPE,
+                ),
+                None,
+            )
+            .await
+        }
+    };
+    let now = now_unix();
+    let signed_with_exp = |exp: serde_json::Value| {
+        let mut claims = assertion_claims(CERT_APP, &aud, now);
+        claims["exp"] = exp;
+        sign_jwt(&header, &claims, &a.key)
+    };
+    // u64::MAX, a float that saturates to it, and a day past the limit (24 h + 5 min skew):
+    // an Entra error, not a dropped connection.
+    for exp in [json!(u64::MAX), json!(1e300), json!(now + 24 * 3600 + 301)] {
+        let response = post(signed_with_exp(exp.clone())).await;
+        response.assert_aadsts(401, "invalid_client", codes::ASSERTION_EXPIRED);
+        assert!(
+            response.json()["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("more than 86400 seconds after the current time"),
+            "{exp}"
+        );
+    }
+    // At the limit: accepted.
+    assert_eq!(
+        post(signed_with_exp(json!(now + 24 * 3600))).await.status,
+        200
+    );
+    // With the limit lifted, an assertion valid "for ever" is accepted once: its jti is kept
+    // until exp + skew, which saturates instead of overflowing, so the replay is refused.
+    emu.update_settings(|s| s.max_assertion_lifetime = std::time::Duration::MAX);
+    for exp in [json!(u64::MAX), json!(1e300)] {
+        let assertion = signed_with_exp(exp);
+        let response = post(assertion.clone()).await;
+        assert_eq!(response.status, 200, "{:#}", response.json());
+        let response = post(assertion).await;
+        response.assert_aadsts(401, "invalid_client", codes::ASSERTION_REPLAYED);
+    }
+}
+
+#[tokio::test]
+async fn an_assertion_whose_iss_is_not_the_client_is_taken_for_a_federated_one() {
+    let a = TestCert::a();
+    let emu = standard_builder().start().await.unwrap();
+    let aud = endpoint(LOGIN, TENANT);
+    let header = json!({ "alg": "PS256", "typ": "JWT", "x5t#S256": a.thumbprint() });
+    // iss another app, sub the client: no federated credential has that issuer.
+    let mut claims = assertion_claims(CERT_APP, &aud, now_unix());
+    claims["iss"] = json!(SECRET_APP);
+    let assertion = sign_jwt(&header, &claims, &a.key);
+    let response = token(
+        &emu,
+        LOGIN,
+        &form(
+            CERT_APP,
+            &[
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", &assertion),
+            ],
+            GRAPH_SCOPE,
+        ),
+        None,
+    )
+    .await;
+    response.assert_aadsts(401, "invalid_client", codes::FIC_ISSUER_NO_MATCH);
+    assert!(response.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("assertion issuer '{SECRET_APP}'")));
+    // The same claims with iss = the client: accepted (the refusal was about iss alone).
+    claims["iss"] = json!(CERT_APP);
+    claims["jti"] = json!(uuid::Uuid::new_v4().to_string());
+    let assertion = sign_jwt(&header, &claims, &a.key);
+    let response = token(
+        &emu,
+        LOGIN,
+        &form(
+            CERT_APP,
+            &[
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", &assertion),
+            ],
+            GRAPH_SCOPE,
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{:#}", response.json());
+}
+
+#[tokio::test]
+async fn each_cloud_issues_tokens_for_its_own_exchange_audience_only() {
+    let emu = standard_builder().start().await.unwrap();
+    let secret_token_on = |host: &'static str, scope: String| {
+        let emu = &emu;
+        async move {
+            token(
+                emu,
+                host,
+                &form(SECRET_APP, &[("client_secret", SECRET)], &scope),
+                None,
+            )
+            .await
+        }
+    };
+    let audiences = [
+        ("login.microsoftonline.com", "api://AzureADTokenExchange"),
+        (
+            "login.microsoftonline.us",
+            "api://AzureADTokenExchangeUSGov",
+        ),
+        (
+            "login.partner.microsoftonline.cn",
+            "api://AzureADTokenExchangeChina",
+        ),
+        (
+            "login.sovcloud-identity.fr",
+            "api://AzureADTokenExchangeFrance",
+        ),
+        (
+            "login.sovcloud-identity.de",
+            "api://AzureADTokenExchangeGermany",
+        ),
+        (
+            "login.sovcloud-identity.sg",
+            "api://AzureADTokenExchangeSingapore",
+        ),
+    ];
+    for (host, own) in audiences {
+        for (_, audience) in audiences {
+            let response = secret_token_on(host, format!("{audience}/.default")).await;
+            // Singapore publishes no exchange audience: none is built in there.
+            if audience == own && host != "login.sovcloud-identity.sg" {
+                assert_eq!(response.status, 200, "{audience} on {host}");
+                let claims = claims_of(response.json()["access_token"].as_str().unwrap());
+                assert_eq!(claims["aud"], audience);
+            } else {
+                response.assert_aadsts(400, "invalid_resource", codes::RESOURCE_NOT_FOUND);
+                assert!(
+                    response.json()["error_description"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&format!("resource principal named {audience} ")),
+                    "{audience} on {host}"
+                );
+            }
+        }
+    }
+    // Registered, the Singapore audience is served there.
+    emu.directory().add_resource(fic_emulator::Resource::new(
+        "api://AzureADTokenExchangeSingapore",
+    ));
+    let response = secret_token_on(
+        "login.sovcloud-identity.sg",
+        "api://AzureADTokenExchangeSingapore/.default".to_owned(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{:#}", response.json());
+}
+
+#[tokio::test]
+async fn directory_facts_are_told_only_to_an_authenticated_client() {
+    let emu = standard_builder()
+        .app(
+            App::new(BLUEPRINT, TENANT)
+                .secret("bp-secret")
+                .agents([AGENT]),
+        )
+        .start()
+        .await
+        .unwrap();
+    let request = |client_id: &'static str,
+                   secret: &'static str,
+                   scope: &'static str,
+                   fmi_path: Option<&'static str>| {
+        let emu = &emu;
+        async move {
+            let credential = [("client_secret", secret)];
+            let mut f = form(client_id, &credential, scope);
+            if let Some(path) = fmi_path {
+                f.push(("fmi_path", path));
+            }
+            token(emu, LOGIN, &f, None).await
+        }
+    };
+    // A wrong secret with an fmi_path: the credential error, whether the app is a blueprint,
+    // the path one of its agents, or neither.
+    for (client, path) in [
+        (SECRET_APP, AGENT),
+        (BLUEPRINT, OTHER_AGENT),
+        (BLUEPRINT, AGENT),
+    ] {
+        request(client, "wrong", EXCHANGE_SCOPE, Some(path))
+            .await
+            .assert_aadsts(401, "invalid_client", codes::BAD_SECRET);
+    }
+    // A wrong secret for an unknown resource: the credential error too.
+    request(
+        SECRET_APP,
+        "wrong",
+        "https://nothing.example/.default",
+        None,
+    )
+    .await
+    .assert_aadsts(401, "invalid_client", codes::BAD_SECRET);
+    // Authenticated, the same requests learn what is wrong.
+    request(SECRET_APP, SECRET, EXCHANGE_SCOPE, Some(AGENT))
+        .await
+        .assert_aadsts(400, "unauthorized_client", codes::EMU_FMI_PATH_NOT_ALLOWED);
+    request(BLUEPRINT, "bp-secret", EXCHANGE_SCOPE, Some(OTHER_AGENT))
+        .await
+        .assert_aadsts(400, "unauthorized_client", codes::EMU_FMI_PATH_NOT_ALLOWED);
+    request(SECRET_APP, SECRET, "https://nothing.example/.default", None)
+        .await
+        .assert_aadsts(400, "invalid_resource", codes::RESOURCE_NOT_FOUND);
+    let response = request(BLUEPRINT, "bp-secret", EXCHANGE_SCOPE, Some(AGENT)).await;
+    assert_eq!(response.status, 200, "{:#}", response.json());
+    assert_eq!(
+        claims_of(response.json()["access_token"].as_str().unwrap())["fmi_path"],
+        AGENT
+    );
+}

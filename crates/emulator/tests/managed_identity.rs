@@ -1385,3 +1385,89 @@ async fn service_fabric() {
     .await
     .is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// api-versions: only the ones the real endpoints answer
+
+#[tokio::test]
+async fn imds_v1_and_azure_arc_refuse_api_versions_they_do_not_serve() {
+    let emu = emulator().await;
+    let imds =
+        |version: &'static str| url(IMDS_TOKEN, &[("api-version", version), ("resource", ARM)]);
+    // IMDS: 2018-02-01 and later IMDS versions.
+    for version in ["2018-02-01", "2019-08-01", "2021-02-01"] {
+        let response = get(&emu, &imds(version), &[("Metadata", "true")]).await;
+        assert_eq!(response.status, 200, "{version}: {:#}", response.json());
+        assert_token_for(&response.json(), SAMI_CLIENT, SAMI_OBJECT, ARM);
+    }
+    // Well-formed, but older than the identity endpoint, or no IMDS version at all.
+    for version in ["2017-09-01", "2018-02-02", "2099-12-31", "latest"] {
+        let response = get(&emu, &imds(version), &[("Metadata", "true")]).await;
+        assert_eq!(response.status, 400, "{version}");
+        assert_eq!(response.header("server"), Some("IMDS/150.870.65.1854"));
+        assert_eq!(
+            response.json(),
+            json!({
+                "error": "invalid_request",
+                "error_description": format!(
+                    "The api-version '{version}' is not supported; use 2018-02-01 or a later version."
+                ),
+            })
+        );
+    }
+    assert_eq!(
+        emu.log()
+            .count(|r| r.route == Route::Imds && r.status == Some(400)),
+        4
+    );
+
+    // Azure Arc: 2019-11-01 and 2020-06-01; the version is checked once the challenge is met.
+    let env = emu.managed_identity_environment(ManagedIdentitySource::AzureArc);
+    let arc = |version: &str| {
+        url(
+            &env["IDENTITY_ENDPOINT"],
+            &[("api-version", version), ("resource", ARM)],
+        )
+    };
+    let authorization = |response: &HttpResponse| {
+        let path = response
+            .header("www-authenticate")
+            .unwrap()
+            .strip_prefix("Basic realm=")
+            .unwrap()
+            .to_owned();
+        format!("Basic {}", std::fs::read_to_string(path).unwrap())
+    };
+    for (version, status) in [
+        ("2020-06-01", 200),
+        ("2019-11-01", 200),
+        ("2018-02-01", 400),
+        ("2021-02-01", 400),
+    ] {
+        let challenge = get(&emu, &arc(version), &[("Metadata", "true")]).await;
+        assert_eq!(challenge.status, 401, "{version}");
+        let response = get(
+            &emu,
+            &arc(version),
+            &[
+                ("Metadata", "true"),
+                ("Authorization", &authorization(&challenge)),
+            ],
+        )
+        .await;
+        assert_eq!(response.status, status, "{version}: {:#}", response.json());
+        if status == 200 {
+            assert_token_for(&response.json(), SAMI_CLIENT, SAMI_OBJECT, ARM);
+        } else {
+            assert_eq!(
+                response.json(),
+                json!({
+                    "error": "invalid_request",
+                    "error_description": format!(
+                        "The api-version '{version}' is not supported; use 2019-11-01 or 2020-06-01."
+                    ),
+                })
+            );
+        }
+    }
+}

@@ -118,12 +118,33 @@ async fn resolver_map_covers_every_host() {
     );
     assert_eq!(emu.resolve("login.microsoftonline.com", 80), None);
     assert_eq!(emu.resolve("example.com", 443), None);
-    // Every one of them has a valid certificate: a TLS request to each answers.
+    // Every one of them is covered by the main server certificate (not by a certificate minted
+    // for the name): its SANs hold each pattern, and that very certificate is what a TLS
+    // client gets for each host, with a verified handshake.
+    let main = emu.server_certificate_der().to_vec();
+    let sans = dns_names(&main);
+    for pattern in map
+        .iter()
+        .filter(|(_, addr)| *addr == https)
+        .map(|(host_port, _)| host_port.trim_end_matches(":443"))
+    {
+        assert!(
+            sans.iter().any(|s| s == pattern),
+            "{pattern} not in {sans:?}"
+        );
+    }
     for host in [
+        "login.microsoftonline.com",
+        "sts.windows.net",
+        "westus3.login.microsoft.com",
         "login.sovcloud-identity.sg",
         "eastus2.mtlsauth.microsoft.com",
+        "westus.mtlsauth.microsoftonline.us",
+        "graph.microsoft.com",
         "kv1.vault.azure.net",
+        "management.azure.com",
     ] {
+        assert_eq!(presented_leaf(&emu, host).await.unwrap(), main, "{host}");
         let response = send(
             &emu,
             "GET",
@@ -140,6 +161,81 @@ async fn resolver_map_covers_every_host() {
             response.status
         );
     }
+}
+
+/// The DNS names of a certificate's subject alternative names.
+fn dns_names(der: &[u8]) -> Vec<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(name) => Some((*name).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The leaf certificate the HTTPS listener presents for `sni`, after a handshake verified
+/// against the emulator CA (an error when it does not verify for that name).
+async fn presented_leaf(emu: &fic_emulator::EmulatorHandle, sni: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls::pki_types::CertificateDer::pem_slice_iter(emu.ca_certificate_pem().as_bytes())
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(emu.https_addr())
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, session) = tls.get_ref();
+    Ok(session.peer_certificates().unwrap()[0].to_vec())
+}
+
+#[tokio::test]
+async fn only_resource_hosts_registered_after_start_get_a_certificate_of_their_own() {
+    let emu = Emulator::builder().start().await.unwrap();
+    let main = emu.server_certificate_der().to_vec();
+    // A name the emulator does not serve gets the main certificate, which does not name it:
+    // the handshake fails (no certificate is minted for any name a client sends).
+    for host in ["example.org", "login.microsoftonline.com.evil.example"] {
+        let error = presented_leaf(&emu, host).await.unwrap_err();
+        assert!(error.contains("not valid for name"), "{host}: {error}");
+        assert!(!dns_names(&main).iter().any(|s| s == host));
+    }
+    // A resource host registered after start: a certificate of its own, naming only it, issued
+    // by the same CA; the same one on the next connection.
+    emu.directory()
+        .add_resource(fic_emulator::Resource::new("api://contoso-api").host("*.contoso.com"));
+    let minted = presented_leaf(&emu, "api.contoso.com").await.unwrap();
+    assert_ne!(minted, main);
+    assert_eq!(dns_names(&minted), vec!["api.contoso.com".to_owned()]);
+    assert_eq!(
+        presented_leaf(&emu, "api.contoso.com").await.unwrap(),
+        minted
+    );
+    // The identity hosts keep the main certificate.
+    assert_eq!(
+        presented_leaf(&emu, "login.microsoftonline.com")
+            .await
+            .unwrap(),
+        main
+    );
 }
 
 #[tokio::test]

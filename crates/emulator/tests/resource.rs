@@ -227,3 +227,62 @@ async fn resources_registered_at_run_time_are_served() {
     );
     assert_eq!(response.json()["aud"], "api://contoso-api");
 }
+
+#[tokio::test]
+async fn bound_token_with_the_bearer_scheme_still_needs_its_certificate() {
+    let a = TestCert::a();
+    let b = TestCert::b();
+    let emu = standard_builder().start().await.unwrap();
+    let token = pop_token(&emu, &a, "https://vault.azure.net/.default").await;
+    let bearer = format!("Bearer {token}");
+    // No certificate: the Bearer scheme does not unbind the token.
+    let response = call_resource(&emu, VAULT_URL, Some(&bearer), None).await;
+    assert_invalid_token(&response, "Bearer", "no TLS client certificate");
+    // Another certificate.
+    let response = call_resource(&emu, VAULT_URL, Some(&bearer), Some(&b.identity())).await;
+    assert_invalid_token(&response, "Bearer", "does not match");
+    assert!(
+        response
+            .header("www-authenticate")
+            .unwrap()
+            .contains(&format!("cnf x5t#S256 '{}'", a.thumbprint())),
+        "names the bound certificate"
+    );
+    let logged = emu.log().resource_requests();
+    assert_eq!(logged.len(), 2);
+    assert_eq!(logged[0].client_cert_thumbprint, None);
+    assert_eq!(
+        logged[1].client_cert_thumbprint.as_deref(),
+        Some(b.thumbprint().as_str())
+    );
+    assert!(logged.iter().all(|r| r.status == Some(401)));
+}
+
+#[tokio::test]
+async fn bound_token_for_another_audience_is_refused_even_with_its_certificate() {
+    let a = TestCert::a();
+    let emu = standard_builder().start().await.unwrap();
+    // A Graph token bound to A, presented to Key Vault with A, in either scheme.
+    let token = pop_token(&emu, &a, "https://graph.microsoft.com/.default").await;
+    assert_eq!(claims_of(&token)["cnf"]["x5t#S256"], a.thumbprint());
+    for scheme in ["mtls_pop", "Bearer"] {
+        let response = call_resource(
+            &emu,
+            VAULT_URL,
+            Some(&format!("{scheme} {token}")),
+            Some(&a.identity()),
+        )
+        .await;
+        assert_invalid_token(&response, scheme, "audience 'https://graph.microsoft.com'");
+    }
+    // At Graph it is accepted.
+    let response = call_resource(
+        &emu,
+        "https://graph.microsoft.com/v1.0/me",
+        Some(&format!("mtls_pop {token}")),
+        Some(&a.identity()),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["bound"], true);
+}
