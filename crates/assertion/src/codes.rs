@@ -43,6 +43,10 @@ pub const ASSERTION_FILE_MISSING: ErrorCode = ErrorCode::from_static("assertion_
 /// The assertion file exists but holds nothing but white space.
 pub const ASSERTION_FILE_EMPTY: ErrorCode = ErrorCode::from_static("assertion_file_empty");
 
+/// The assertion file is larger than
+/// [`MAX_ASSERTION_FILE_BYTES`](crate::MAX_ASSERTION_FILE_BYTES) (64 KiB).
+pub const ASSERTION_FILE_TOO_LARGE: ErrorCode = ErrorCode::from_static("assertion_file_too_large");
+
 /// The assertion file could not be read (permissions, not a regular file, not UTF-8...).
 pub const ASSERTION_FILE_UNREADABLE: ErrorCode =
     ErrorCode::from_static("assertion_file_unreadable");

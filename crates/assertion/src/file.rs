@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::io;
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -21,6 +21,11 @@ pub const AZURE_FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
 /// The default longest time a read is trusted while the file looks unchanged.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
+/// The largest assertion file [`FileAssertion`] reads: 64 KiB. Federated tokens are a few
+/// KiB at most (a Kubernetes service account token is about 1 KiB); a larger file is refused
+/// with `assertion_file_too_large` instead of being read into memory.
+pub const MAX_ASSERTION_FILE_BYTES: usize = 64 * 1024;
+
 struct Cached {
     value: Secret,
     modified: Option<SystemTime>,
@@ -37,8 +42,9 @@ struct Cached {
 /// so a tokio runtime is needed.
 ///
 /// Errors: `assertion_file_missing` (no such file, or no file configured),
-/// `assertion_file_empty`, `assertion_file_unreadable`. A failed read never falls back to an
-/// older value.
+/// `assertion_file_empty`, `assertion_file_too_large` (more than
+/// [`MAX_ASSERTION_FILE_BYTES`], 64 KiB), `assertion_file_unreadable`. A failed read never
+/// falls back to an older value.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -123,6 +129,9 @@ impl FileAssertion {
         }
         let modified = metadata.modified().ok();
         let len = metadata.len();
+        if usize::try_from(len).map_or(true, |len| len > MAX_ASSERTION_FILE_BYTES) {
+            return Err(self.too_large(Some(len)));
+        }
         let now = self.clock.now();
         {
             let cached = self.lock();
@@ -136,11 +145,19 @@ impl FileAssertion {
             }
         }
 
-        let bytes = Zeroizing::new(
-            tokio::fs::read(&self.path)
-                .await
-                .map_err(|err| self.io_error(err))?,
-        );
+        let path = self.path.clone();
+        let bytes = tokio::task::spawn_blocking(move || read_capped(&path))
+            .await
+            .map_err(|err| {
+                Error::new(
+                    codes::ASSERTION_FILE_UNREADABLE,
+                    format!("reading {} did not complete", self.path.display()),
+                )
+                .with_source(err)
+            })?
+            .map_err(|err| self.io_error(err))?
+            // The file grew past the limit after the `stat`.
+            .ok_or_else(|| self.too_large(None))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| {
             Error::new(
                 codes::ASSERTION_FILE_UNREADABLE,
@@ -169,6 +186,17 @@ impl FileAssertion {
         self.cached.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn too_large(&self, len: Option<u64>) -> Error {
+        let size = len.map_or_else(String::new, |len| format!(" ({len} bytes)"));
+        Error::new(
+            codes::ASSERTION_FILE_TOO_LARGE,
+            format!(
+                "{} is larger than the {MAX_ASSERTION_FILE_BYTES}-byte limit of an assertion file{size}",
+                self.path.display()
+            ),
+        )
+    }
+
     fn io_error(&self, err: io::Error) -> Error {
         let code = if err.kind() == io::ErrorKind::NotFound {
             codes::ASSERTION_FILE_MISSING
@@ -181,6 +209,16 @@ impl FileAssertion {
         )
         .with_source(err)
     }
+}
+
+/// Reads at most [`MAX_ASSERTION_FILE_BYTES`] of `path` into a zeroizing buffer sized once
+/// (so no reallocation leaves a copy behind); `None` when the file holds more.
+fn read_capped(path: &Path) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
+    const LIMIT: usize = MAX_ASSERTION_FILE_BYTES + 1;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(LIMIT));
+    file.take(LIMIT as u64).read_to_end(&mut bytes)?;
+    Ok((bytes.len() <= MAX_ASSERTION_FILE_BYTES).then_some(bytes))
 }
 
 #[async_trait]
@@ -212,5 +250,24 @@ mod tests {
         }
         let provider = FileAssertion::from_env_value(Some("/var/run/token".into())).unwrap();
         assert_eq!(provider.path(), Path::new("/var/run/token"));
+    }
+
+    #[test]
+    fn capped_reads_stop_one_byte_past_the_limit() {
+        let path =
+            std::env::temp_dir().join(format!("fic-assertion-capped-{}.jwt", std::process::id()));
+        std::fs::write(&path, vec![b'x'; MAX_ASSERTION_FILE_BYTES]).unwrap();
+        let bytes = read_capped(&path).unwrap().unwrap();
+        assert_eq!(bytes.len(), MAX_ASSERTION_FILE_BYTES);
+        // The buffer was sized once: no reallocation left a copy behind.
+        assert_eq!(bytes.capacity(), MAX_ASSERTION_FILE_BYTES + 1);
+        // A file that grew past the limit after the size check is refused.
+        std::fs::write(&path, vec![b'x'; 3 * MAX_ASSERTION_FILE_BYTES]).unwrap();
+        assert!(read_capped(&path).unwrap().is_none());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            read_capped(&path).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 }

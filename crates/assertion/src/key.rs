@@ -94,6 +94,35 @@ fn unsupported(what: &str) -> Error {
 struct Normalized {
     algorithm: Algorithm,
     pkcs8: Zeroizing<Vec<u8>>,
+    /// An EC key whose SEC1 `ECPrivateKey` has no `[1] publicKey` (ring needs it).
+    ec_public_key_missing: bool,
+}
+
+/// Whether a SEC1 `ECPrivateKey` lacks its optional `[1] publicKey` (as written by
+/// `openssl ec -no_public`, and by some HSM and OS-store exports).
+fn sec1_lacks_public_key(sec1: &[u8]) -> bool {
+    const CONTEXT_1: u8 = 0xA1;
+    let Some(body) = der::single(sec1, der::SEQUENCE) else {
+        return false;
+    };
+    let mut reader = Reader::new(body);
+    if reader.expect(der::INTEGER).is_none() || reader.expect(der::OCTET_STRING).is_none() {
+        return false;
+    }
+    let _parameters = reader.optional(der::CONTEXT_0);
+    reader.optional(CONTEXT_1).is_none()
+}
+
+/// ring reads the public key of an EC private key from the key itself and refuses keys
+/// without it; aws-lc-rs computes it from the private scalar.
+fn ec_public_key_missing_error() -> Error {
+    Error::new(
+        codes::INVALID_CERTIFICATE,
+        "the EC private key does not include its public key, which the ring backend needs; \
+         re-export the key with its public key (for example `openssl ec -in key.pem -out \
+         key-with-public.pem`, which recomputes it), or build fic-assertion with the \
+         `aws-lc-rs` feature instead of `ring`",
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -161,6 +190,7 @@ fn normalize(der_bytes: &[u8], format: KeyFormat) -> Result<Normalized, Error> {
             Ok(Normalized {
                 algorithm: Algorithm::Rsa,
                 pkcs8: der::pkcs8_v1(&rsa_algorithm_identifier(), der_bytes),
+                ec_public_key_missing: false,
             })
         }
         KeyFormat::Sec1 => {
@@ -172,6 +202,7 @@ fn normalize(der_bytes: &[u8], format: KeyFormat) -> Result<Normalized, Error> {
             Ok(Normalized {
                 algorithm: Algorithm::Ec(curve),
                 pkcs8: der::pkcs8_v1(&ec_algorithm_identifier(curve), der_bytes),
+                ec_public_key_missing: sec1_lacks_public_key(der_bytes),
             })
         }
     }
@@ -204,6 +235,7 @@ fn normalize_pkcs8(der_bytes: &[u8]) -> Result<Normalized, Error> {
         oid::RSA_ENCRYPTION => Ok(Normalized {
             algorithm: Algorithm::Rsa,
             pkcs8: der::pkcs8_v1(&rsa_algorithm_identifier(), private_key),
+            ec_public_key_missing: false,
         }),
         oid::EC_PUBLIC_KEY => {
             let curve_oid = algorithm
@@ -219,6 +251,7 @@ fn normalize_pkcs8(der_bytes: &[u8]) -> Result<Normalized, Error> {
             Ok(Normalized {
                 algorithm: Algorithm::Ec(curve),
                 pkcs8: der::pkcs8_v1(&ec_algorithm_identifier(curve), private_key),
+                ec_public_key_missing: sec1_lacks_public_key(private_key),
             })
         }
         other => Err(unsupported(oid::name(other))),
@@ -238,6 +271,11 @@ enum Pair {
 /// [`load`](crate::load) pair it with its certificate. Wrap it in an `Arc` and hand it to
 /// [`ClientIdentity::new`](fic_oauth_core::ClientIdentity::new) or
 /// [`CertificateChain::with_key`](crate::CertificateChain::with_key).
+///
+/// With ring, an EC private key must include its public key (the optional `[1] publicKey`
+/// of SEC1, which OpenSSL writes unless told `-no_public`): ring refuses keys without it, and
+/// the error says to re-export the key with it (`openssl ec -in key.pem -out
+/// key-with-public.pem`). aws-lc-rs computes the public key and accepts them.
 ///
 /// The key's PKCS#8 bytes are kept in a buffer zeroized on drop. The backend's own key object
 /// is freed by the backend: aws-lc-rs clears freed key memory, ring does not zeroize its RSA and
@@ -321,7 +359,11 @@ impl SoftwareKey {
     }
 
     pub(crate) fn from_der_format(der_bytes: &[u8], format: KeyFormat) -> Result<Self, Error> {
-        let Normalized { algorithm, pkcs8 } = normalize(der_bytes, format)?;
+        let Normalized {
+            algorithm,
+            pkcs8,
+            ec_public_key_missing,
+        } = normalize(der_bytes, format)?;
         let rng = SystemRandom::new();
         match algorithm {
             Algorithm::Rsa => {
@@ -359,7 +401,13 @@ impl SoftwareKey {
                 let pair = EcdsaKeyPair::from_pkcs8(signing, &pkcs8, &rng);
                 #[cfg(not(feature = "ring"))]
                 let pair = EcdsaKeyPair::from_pkcs8(signing, &pkcs8);
-                let pair = pair.map_err(|rejected| rejection(&rejected))?;
+                let pair = pair.map_err(|rejected| {
+                    if ec_public_key_missing && cfg!(feature = "ring") {
+                        ec_public_key_missing_error()
+                    } else {
+                        rejection(&rejected)
+                    }
+                })?;
                 let public_key = PublicKey::Ec {
                     curve,
                     point: pair.public_key().as_ref().to_vec(),
@@ -514,6 +562,71 @@ mod tests {
         let key = der::pkcs8_v1(&identifier, &[]);
         let err = SoftwareKey::from_der(&key).unwrap_err();
         assert_eq!(err.code(), &codes::INVALID_CERTIFICATE);
+    }
+
+    /// A P-256 key as SEC1 without `[1] publicKey` (like `openssl ec -no_public`), and the
+    /// public point of the original.
+    fn p256_sec1_without_public_key() -> (Vec<u8>, Vec<u8>) {
+        let generated = rcgen::KeyPair::generate().unwrap();
+        let pkcs8 = generated.serialize_der();
+        let mut outer = Reader::new(der::single(&pkcs8, der::SEQUENCE).unwrap());
+        outer.expect(der::INTEGER).unwrap();
+        outer.expect(der::SEQUENCE).unwrap();
+        let sec1 = outer.expect(der::OCTET_STRING).unwrap();
+        assert!(!sec1_lacks_public_key(sec1));
+        let mut inner = Reader::new(der::single(sec1, der::SEQUENCE).unwrap());
+        inner.expect(der::INTEGER).unwrap();
+        let scalar = inner.expect(der::OCTET_STRING).unwrap();
+        let mut body = Vec::new();
+        der::write(&mut body, der::INTEGER, &[1]);
+        der::write(&mut body, der::OCTET_STRING, scalar);
+        let mut curve = Vec::new();
+        der::write(&mut curve, der::OID, Curve::P256.oid());
+        der::write(&mut body, der::CONTEXT_0, &curve);
+        let mut stripped = Vec::new();
+        der::write(&mut stripped, der::SEQUENCE, &body);
+        assert!(sec1_lacks_public_key(&stripped));
+        (stripped, generated.public_key_raw().to_vec())
+    }
+
+    #[cfg(feature = "ring")]
+    #[test]
+    fn ring_refuses_ec_keys_without_their_public_key_with_a_clear_message() {
+        let (sec1, _) = p256_sec1_without_public_key();
+        let pkcs8 = der::pkcs8_v1(&ec_algorithm_identifier(Curve::P256), &sec1);
+        for err in [
+            SoftwareKey::from_der(&sec1).unwrap_err(),
+            SoftwareKey::from_der(&pkcs8).unwrap_err(),
+        ] {
+            assert_eq!(err.code(), &codes::INVALID_CERTIFICATE);
+            assert!(
+                err.message().contains("does not include its public key"),
+                "{err}"
+            );
+            assert!(err.message().contains("openssl ec -in"), "{err}");
+            assert!(err.message().contains("aws-lc-rs"), "{err}");
+        }
+        // Other EC rejections keep the backend's reason: here a zero private scalar (with
+        // a public key present, so the message above does not apply).
+        let generated = rcgen::KeyPair::generate().unwrap();
+        let mut broken = generated.serialize_der();
+        let at = broken
+            .windows(5)
+            .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])
+            .unwrap()
+            + 5;
+        broken[at..at + 32].fill(0);
+        let err = SoftwareKey::from_der(&broken).unwrap_err();
+        assert!(err.message().contains("backend rejected"), "{err}");
+    }
+
+    #[cfg(not(feature = "ring"))]
+    #[test]
+    fn aws_lc_rs_accepts_ec_keys_without_their_public_key() {
+        let (sec1, public) = p256_sec1_without_public_key();
+        let key = SoftwareKey::from_der(&sec1).unwrap();
+        assert_eq!(key.kind(), KeyKind::EcP256);
+        assert_eq!(key.public_key_bytes(), public.as_slice());
     }
 
     #[test]

@@ -99,23 +99,52 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Place in the workspace
+//!
+//! The crates layer as `oauth-core ← {mtls-transport, assertion, token-cache} ←
+//! managed-identity ← fic-flows ← cli`. This crate depends on only one crate of ours,
+//! `fic-oauth-core` (the [`ClientIdentity`] / [`SigningKey`] seam, [`Secret`](fic_oauth_core::Secret),
+//! the error type and codes, the clock); the crates at its own level (`fic-mtls-transport`,
+//! `fic-token-cache`) do not depend on it: the transport receives the identities loaded here
+//! as oauth-core's [`ClientIdentity`]. `fic-managed-identity`, `fic-flows`, the `fic` CLI (and the
+//! `fic-azure-core` adapter) use it to load certificates and to supply client assertions.
+//!
 //! ## Features
 //!
-//! * `ring` (default): [`SoftwareKey`] signs with ring.
-//! * `aws-lc-rs`: [`SoftwareKey`] signs with aws-lc-rs (for SDKs that forbid ring). When both
-//!   are on, ring is used.
-//! * `generate`: [`generate`] makes fresh certificates and keys for development, tests and
-//!   demos (rcgen).
-//!
-//! Without either, everything but [`SoftwareKey`] and the key loaders remains (custom keys,
-//! providers, certificate parsing).
+//! * `ring` (default): [`SoftwareKey`] and the key loaders of [`load`], signing with ring.
+//! * `aws-lc-rs`: the same with aws-lc-rs (for SDKs that forbid ring). When both are on, ring
+//!   is used. The one behavioural difference: ring refuses EC private keys that do not embed
+//!   their public key, aws-lc-rs accepts them (see [`SoftwareKey`]).
+//! * neither (`default-features = false`): no crypto backend; [`SoftwareKey`] and the key
+//!   loaders are absent, everything else remains (certificates as [`CertificateChain`], keys
+//!   of your own behind [`SigningKey`], all the providers).
+//! * `generate`: the `generate` module makes fresh certificates and keys for development,
+//!   tests and demos (rcgen; needs `ring` or `aws-lc-rs`).
 //!
 //! ## Secrets
 //!
 //! Assertions are [`Secret`](fic_oauth_core::Secret)s; keys never appear in `Debug` output,
-//! error messages or tracing fields. Private key bytes (PEM and DER inputs, the PKCS#8 a
-//! [`SoftwareKey`] keeps) live in buffers zeroized on drop; see [`SoftwareKey`] for what the
-//! crypto backends do with their own copies.
+//! error messages or tracing fields. The copies of private key bytes this crate makes live in
+//! buffers zeroized on drop and sized once (so no reallocation leaves a copy behind): files
+//! read by the loaders and by [`FileAssertion`], decoded PEM sections, the PKCS#8 a
+//! [`SoftwareKey`] keeps, the keys taken out of a PKCS#12 archive. Bytes the caller passes in
+//! are the caller's to clear.
+//!
+//! Some copies made inside dependencies cannot be cleared from here, and are freed without
+//! zeroizing:
+//!
+//! * **p12-keystore** (PKCS#12) decrypts the archive's bags into plain `Vec`s and keeps each
+//!   decrypted PKCS#8 key in a `PrivateKey` whose bytes are private to that crate (no mutable
+//!   access); the loaders copy the key out and drop the archive at once, which frees those
+//!   buffers unzeroized. The same holds for the keys it derives from the password.
+//! * **rustls-pki-types** (PEM) gathers the base64 text of each section in an internal
+//!   buffer, which starts at 1 KiB and is reallocated for larger sections (an RSA key), and
+//!   frees it without zeroizing; the decoded DER it returns is ours and is zeroized.
+//! * **the crypto backend**: ring does not zeroize its RSA and ECDSA key structures;
+//!   aws-lc-rs clears key memory when it frees it (see [`SoftwareKey`]).
+//!
+//! Where freed memory matters, prefer a key that never enters the process (an HSM or OS key
+//! store behind [`SigningKey`]).
 #![deny(missing_docs)]
 // Without a crypto backend the key-format helpers have no user.
 #![cfg_attr(not(any(feature = "ring", feature = "aws-lc-rs")), allow(dead_code))]
@@ -139,7 +168,9 @@ pub use assertion::{
 };
 pub use certificate::CertificateChain;
 pub use certificate_assertion::{CertificateAssertion, DEFAULT_LIFETIME};
-pub use file::{FileAssertion, AZURE_FEDERATED_TOKEN_FILE, DEFAULT_MAX_AGE};
+pub use file::{
+    FileAssertion, AZURE_FEDERATED_TOKEN_FILE, DEFAULT_MAX_AGE, MAX_ASSERTION_FILE_BYTES,
+};
 #[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
 pub use key::{SoftwareKey, BACKEND};
 pub use providers::{BoundAssertion, CallbackAssertion, StaticAssertion};

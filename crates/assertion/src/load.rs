@@ -169,6 +169,16 @@ mod with_keys {
             .iter()
             .map(|bag| bag.cert.as_der().to_vec())
             .collect();
+        // The decrypted keys, copied into zeroizing buffers of exactly their size. p12-keystore
+        // keeps its own copies in plain `Vec`s we cannot reach mutably (the field is private to
+        // that crate), so the archive is dropped at once rather than kept while the keys are
+        // parsed: those copies are freed, unzeroized (see "Secrets" in the crate docs).
+        let keys: Vec<Zeroizing<Vec<u8>>> = archive
+            .keys
+            .iter()
+            .map(|bag| Zeroizing::new(bag.key.as_der().to_vec()))
+            .collect();
+        drop(archive);
         if certificates.is_empty() {
             return Err(Error::new(
                 codes::INVALID_CERTIFICATE,
@@ -176,7 +186,7 @@ mod with_keys {
             ));
         }
         let chain = CertificateChain::from_der_chain(certificates)?;
-        if archive.keys.is_empty() {
+        if keys.is_empty() {
             return Err(Error::new(
                 codes::NO_PRIVATE_KEY,
                 format!(
@@ -186,9 +196,8 @@ mod with_keys {
             ));
         }
         let mut first_error = None;
-        for bag in &archive.keys {
-            let key_der = Zeroizing::new(bag.key.as_der().to_vec());
-            match SoftwareKey::from_der_format(&key_der, KeyFormat::Pkcs8) {
+        for key_der in &keys {
+            match SoftwareKey::from_der_format(key_der, KeyFormat::Pkcs8) {
                 Ok(key) => match position_of_key(&chain, &key) {
                     Some(leaf) => return chain.ordered_from(leaf).with_key(key),
                     None => {

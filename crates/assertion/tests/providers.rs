@@ -12,6 +12,7 @@ use common::{data, TempDir};
 use fic_assertion::{
     codes, load, AssertionProvider, AssertionRequest, BoundAssertion, CallbackAssertion,
     ClientAssertion, ClientIdentity, FileAssertion, StaticAssertion, JWT_BEARER, JWT_POP,
+    MAX_ASSERTION_FILE_BYTES,
 };
 use fic_oauth_core::{AuthorityKind, Error, ErrorCode, ManualClock, Secret};
 use uuid::Uuid;
@@ -329,4 +330,34 @@ async fn file_assertion_errors() {
     let err = provider.assertion(&request()).await.unwrap_err();
     assert_eq!(err.code(), &codes::ASSERTION_FILE_MISSING);
     assert!(!format!("{err} {err:?} {provider:?}").contains("secret.token.value"));
+}
+
+#[tokio::test]
+async fn file_assertion_refuses_files_over_64_kib() {
+    assert_eq!(MAX_ASSERTION_FILE_BYTES, 64 * 1024);
+    let dir = TempDir::new("file-size");
+    let path = dir.path().join("token");
+    let provider = FileAssertion::new(&path);
+
+    // Exactly the limit is read, white space trimmed as usual.
+    let at_limit = format!("{}\n", "a".repeat(MAX_ASSERTION_FILE_BYTES - 1));
+    write(&path, &at_limit, at(1_700_000_000));
+    assert_eq!(
+        current(&provider).await,
+        "a".repeat(MAX_ASSERTION_FILE_BYTES - 1)
+    );
+
+    // One byte more is refused, and the earlier value is not served instead.
+    let over = format!("{}\n", "b".repeat(MAX_ASSERTION_FILE_BYTES));
+    write(&path, &over, at(1_700_000_100));
+    let err = provider.assertion(&request()).await.unwrap_err();
+    assert_eq!(err.code(), &codes::ASSERTION_FILE_TOO_LARGE, "{err}");
+    assert_eq!(err.code().as_str(), "assertion_file_too_large");
+    assert!(err.message().contains("65536-byte limit"), "{err}");
+    assert!(err.message().contains("(65537 bytes)"), "{err}");
+    assert!(!err.message().contains("bbbb"), "{err}");
+
+    // Back under the limit, it is read again.
+    write(&path, "small.token.again", at(1_700_000_200));
+    assert_eq!(current(&provider).await, "small.token.again");
 }

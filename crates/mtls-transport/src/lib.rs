@@ -7,13 +7,28 @@
 //!   carry it ([`TransportRequest::identity`]). Its key stays behind oauth-core's
 //!   [`SigningKey`](fic_oauth_core::SigningKey) (see [`tls`]); rustls asks it to sign the
 //!   handshake and never sees the key bytes. Each identity gets its own connection pool and
-//!   rustls configuration (keyed by its `x5t#S256`, at most
+//!   rustls configuration (one per `x5t#S256`, at most
 //!   [`max_identities`](MtlsTransportBuilder::max_identities), least recently used dropped
 //!   first), and requests without an identity use a pool of their own, so a connection
 //!   authenticated as one identity never carries another's request, and TLS sessions are
-//!   never resumed across identities.
-//! - **Trust.** The Mozilla roots of `webpki-roots` plus any CA added to the builder (PEM or
-//!   DER), or only the added ones. TLS 1.2 minimum.
+//!   never resumed across identities. A pool is reused only by an identity with the same key
+//!   object (the same `Arc` of the [`SigningKey`](fic_oauth_core::SigningKey)) and chain, not
+//!   merely the same (public) certificate: another key object for that certificate, a
+//!   reopened HSM handle or a wrong key, gets a fresh pool that replaces the old one. Share
+//!   one key object (clones of a [`ClientIdentity`] do) to keep connections warm.
+//! - **The certificate is presented or the request fails.** When a server asks for a client
+//!   certificate and accepts none of the key's signature schemes, the handshake fails with
+//!   `tls_handshake_failed` ("... cannot present its certificate ...") instead of going on
+//!   without the certificate; an identity whose key signs RSA PKCS#1 v1.5 only (not allowed
+//!   in TLS 1.3) is offered over TLS 1.2 only.
+//! - **Trust.** The built-in roots are the Mozilla set compiled into `webpki-roots`, not the
+//!   operating system's store (so a CA installed on the machine is *not* trusted by default).
+//!   Add a private or corporate CA with
+//!   [`add_root_certificate_pem`](MtlsTransportBuilder::add_root_certificate_pem) or
+//!   [`add_root_certificate_der`](MtlsTransportBuilder::add_root_certificate_der) (it is
+//!   trusted in addition to the Mozilla roots), and turn the built-in set off with
+//!   [`built_in_roots(false)`](MtlsTransportBuilder::built_in_roots) to trust only your own.
+//!   TLS 1.2 minimum.
 //! - **Resolver overrides.** `host[:port]` or `*.suffix[:port]` → socket address, so the
 //!   production URLs (`https://login.microsoftonline.com/...`,
 //!   `https://westus3.mtlsauth.microsoft.com/...`, `http://169.254.169.254/...`) reach a local
@@ -28,12 +43,31 @@
 //!   DNS), `timeout`, `tls_handshake_failed` (untrusted or mismatched server certificate, and a
 //!   server that rejects the client certificate, which with TLS 1.3 shows on the first read),
 //!   `response_too_large`, `insecure_transport`, `invalid_argument` (a URL that cannot be
-//!   sent) and `transport_error` for the rest. Messages name `scheme://host:port` only, never
-//!   a path, header or body.
+//!   sent, a zero per-request timeout) and `transport_error` for the rest. Messages name
+//!   `scheme://host:port` only, never a path, header or body.
 //!
-//! The crypto provider is ring with the default `ring` feature, aws-lc-rs with `aws-lc-rs`
-//! (ring wins when both are on), or any provider given to
-//! [`MtlsTransportBuilder::crypto_provider`].
+//! ## Place in the workspace
+//!
+//! The crates layer as `oauth-core ← {mtls-transport, assertion, token-cache} ←
+//! managed-identity ← fic-flows ← cli`. This crate depends on only one crate of ours,
+//! `fic-oauth-core` (the [`HttpTransport`] seam, [`ClientIdentity`] and its
+//! [`SigningKey`](fic_oauth_core::SigningKey), the error codes), and nothing of ours depends
+//! on it at its own level: `fic-managed-identity`, `fic-flows`, the `fic` CLI (and the
+//! `fic-azure-core` adapter) use it as their transport; anything else implementing
+//! [`HttpTransport`] can replace it.
+//!
+//! ## Features
+//!
+//! - `ring` (default): rustls with the ring crypto provider.
+//! - `aws-lc-rs`: rustls with the aws-lc-rs provider, for embedders that forbid ring. With
+//!   both on, ring is used.
+//! - neither (`default-features = false`): no provider is compiled in; pass one to
+//!   [`MtlsTransportBuilder::crypto_provider`] or install a process default with
+//!   `rustls::crypto::CryptoProvider::install_default`, or [`build`](MtlsTransportBuilder::build)
+//!   fails with `invalid_argument`.
+//!
+//! The provider does the TLS cryptography (key exchange, record encryption, verifying the
+//! server); client-certificate signatures are always made by the identity's own key object.
 //!
 //! ## Example
 //!
@@ -102,7 +136,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use fic_oauth_core::{ClientIdentity, Error, HttpTransport, TransportRequest};
+use fic_oauth_core::{ClientIdentity, Error, ErrorCode, HttpTransport, TransportRequest};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 
@@ -258,6 +292,14 @@ impl HttpTransport for MtlsTransport {
             ..
         } = request;
         let target = Target::from_uri(request.uri())?;
+        if timeout.is_some_and(|t| t.is_zero()) {
+            // A zero timeout could only ever time out; it is a caller's mistake, not a
+            // network condition to retry.
+            return Err(Error::new(
+                ErrorCode::INVALID_ARGUMENT,
+                format!("the timeout of a request to {target} must be greater than zero"),
+            ));
+        }
         policy::check(&target, identity.is_some(), self.inner.allow_plain_http)?;
         let client = self.client_for(identity.as_ref())?;
         let timeout = timeout.unwrap_or(self.inner.timeout);

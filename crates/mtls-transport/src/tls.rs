@@ -5,7 +5,17 @@
 //! adapters here connect the two, so the TLS handshake signs with the same key object that
 //! signs client assertions and the key never leaves it (no export, no DER round trip). They are
 //! what [`MtlsTransport`](crate::MtlsTransport) uses; they are public for embedders that build
-//! their own rustls `ClientConfig` (for another HTTP client, say):
+//! their own rustls `ClientConfig` (for another HTTP client, say).
+//!
+//! A binding certificate is never silently left out. When the server asks for a client
+//! certificate and the key can sign none of the signature schemes the server accepts, rustls
+//! on its own would answer with an empty `Certificate` message and carry on without the
+//! identity; the [`CertifiedKey`] built by [`certified_key`] (and so [`IdentityCertResolver`])
+//! fails the handshake instead, before anything is sent on the connection. An RSA key that
+//! signs PKCS#1 v1.5 only can never sign in TLS 1.3 (which allows RSA-PSS only): restrict
+//! such an identity's configuration to TLS 1.2 ([`IdentityCertResolver::tls13_capable`] tells;
+//! the transport does this itself).
+//!
 //!
 //! ```
 //! # use std::sync::Arc;
@@ -17,7 +27,12 @@
 //!     roots: rustls::RootCertStore,
 //! ) -> Result<rustls::ClientConfig, Error> {
 //!     let resolver = IdentityCertResolver::new(identity)?;
-//!     Ok(rustls::ClientConfig::builder()
+//!     let builder = if resolver.tls13_capable() {
+//!         rustls::ClientConfig::builder()
+//!     } else {
+//!         rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+//!     };
+//!     Ok(builder
 //!         .with_root_certificates(roots)
 //!         .with_client_cert_resolver(Arc::new(resolver)))
 //! }
@@ -50,6 +65,19 @@ pub fn signature_scheme(algorithm: SignatureAlgorithm) -> Option<SignatureScheme
     }
 }
 
+/// Whether TLS 1.3 allows `algorithm` in a `CertificateVerify`: RSA-PSS and ECDSA yes,
+/// RSASSA-PKCS1-v1_5 no (RFC 8446 §4.2.3).
+pub fn allowed_in_tls13(algorithm: SignatureAlgorithm) -> bool {
+    matches!(
+        algorithm,
+        SignatureAlgorithm::RsaPssSha256
+            | SignatureAlgorithm::RsaPssSha384
+            | SignatureAlgorithm::RsaPssSha512
+            | SignatureAlgorithm::EcdsaP256Sha256
+            | SignatureAlgorithm::EcdsaP384Sha384
+    )
+}
+
 /// The key algorithm of a TLS signature scheme, if oauth-core has one for it.
 pub fn signature_algorithm(scheme: SignatureScheme) -> Option<SignatureAlgorithm> {
     match scheme {
@@ -69,7 +97,8 @@ pub fn signature_algorithm(scheme: SignatureScheme) -> Option<SignatureAlgorithm
 /// [`SigningKey`](rustls::sign::SigningKey).
 ///
 /// [`choose_scheme`](rustls::sign::SigningKey::choose_scheme) picks the first scheme the peer
-/// offers that the key supports.
+/// offers that the key supports, and returns `None` when there is none (for a client, rustls
+/// then sends no certificate: use [`certified_key`], which fails the handshake instead).
 pub struct IdentitySigningKey {
     key: Arc<dyn fic_oauth_core::SigningKey>,
 }
@@ -86,6 +115,15 @@ impl IdentitySigningKey {
             .algorithms()
             .iter()
             .any(|a| signature_scheme(*a).is_some())
+    }
+
+    /// Whether the key signs with at least one scheme TLS 1.3 allows (see
+    /// [`allowed_in_tls13`]). A key without one can authenticate over TLS 1.2 only.
+    pub fn has_tls13_scheme(&self) -> bool {
+        self.key
+            .algorithms()
+            .iter()
+            .any(|a| allowed_in_tls13(*a) && signature_scheme(*a).is_some())
     }
 }
 
@@ -160,8 +198,87 @@ impl Signer for IdentitySigner {
     }
 }
 
+/// An [`IdentitySigningKey`] that never lets rustls fall back to sending no certificate.
+///
+/// When the server accepts none of the key's schemes, it hands rustls a signer that fails,
+/// so the handshake aborts (with a message naming both sides' schemes) before the client's
+/// `Certificate` flight, and any request, goes out.
+struct PresentOrFail {
+    inner: IdentitySigningKey,
+    thumbprint_s256: String,
+}
+
+impl fmt::Debug for PresentOrFail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PresentOrFail")
+            .field("x5t#S256", &self.thumbprint_s256)
+            .field("key", &self.inner)
+            .finish()
+    }
+}
+
+impl rustls::sign::SigningKey for PresentOrFail {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        if let Some(signer) = self.inner.choose_scheme(offered) {
+            return Some(signer);
+        }
+        let key_schemes: Vec<SignatureScheme> = self
+            .inner
+            .key
+            .algorithms()
+            .iter()
+            .filter_map(|a| signature_scheme(*a))
+            .collect();
+        tracing::warn!(
+            thumbprint = %self.thumbprint_s256,
+            server = ?offered,
+            key = ?key_schemes,
+            "the server accepts none of the client key's signature schemes; failing the handshake"
+        );
+        let message = format!(
+            "client identity {} cannot present its certificate: its key signs with none of the \
+             signature schemes the server accepts (server: {offered:?}; key: {key_schemes:?}); \
+             refusing to continue without the certificate",
+            self.thumbprint_s256
+        );
+        // The scheme is never sent: `sign` fails before the CertificateVerify is built.
+        let scheme = offered
+            .first()
+            .or(key_schemes.first())
+            .copied()
+            .unwrap_or(SignatureScheme::RSA_PSS_SHA256);
+        Some(Box::new(RefusingSigner { scheme, message }))
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        self.inner.algorithm()
+    }
+}
+
+/// The signer of a handshake the key cannot sign: it fails with the reason.
+#[derive(Debug)]
+struct RefusingSigner {
+    scheme: SignatureScheme,
+    message: String,
+}
+
+impl Signer for RefusingSigner {
+    fn sign(&self, _message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        Err(rustls::Error::General(self.message.clone()))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
+}
+
 /// The rustls [`CertifiedKey`] of an identity: its chain and its key behind
 /// [`IdentitySigningKey`].
+///
+/// When a server asks for a client certificate and accepts none of the key's signature
+/// schemes, the handshake fails (rustls error "client identity ... cannot present its
+/// certificate"; the transport reports `tls_handshake_failed`) instead of continuing without
+/// the certificate.
 ///
 /// Fails with `invalid_certificate` when the key signs with no TLS signature scheme.
 pub fn certified_key(identity: &ClientIdentity) -> Result<CertifiedKey, Error> {
@@ -180,6 +297,10 @@ pub fn certified_key(identity: &ClientIdentity) -> Result<CertifiedKey, Error> {
         .iter()
         .map(|der| CertificateDer::from(der.clone()))
         .collect();
+    let key = PresentOrFail {
+        inner: key,
+        thumbprint_s256: identity.thumbprint_s256().to_owned(),
+    };
     Ok(CertifiedKey::new(chain, Arc::new(key)))
 }
 
@@ -190,6 +311,7 @@ pub fn certified_key(identity: &ClientIdentity) -> Result<CertifiedKey, Error> {
 pub struct IdentityCertResolver {
     certified: Arc<CertifiedKey>,
     thumbprint_s256: String,
+    tls13_capable: bool,
 }
 
 impl IdentityCertResolver {
@@ -198,12 +320,20 @@ impl IdentityCertResolver {
         Ok(Self {
             certified: Arc::new(certified_key(identity)?),
             thumbprint_s256: identity.thumbprint_s256().to_owned(),
+            tls13_capable: IdentitySigningKey::new(Arc::clone(identity.key())).has_tls13_scheme(),
         })
     }
 
     /// The `x5t#S256` of the identity this resolver presents.
     pub fn thumbprint_s256(&self) -> &str {
         &self.thumbprint_s256
+    }
+
+    /// Whether the identity's key can sign in TLS 1.3. When it cannot (an RSA key that signs
+    /// PKCS#1 v1.5 only), a configuration using this resolver must be limited to TLS 1.2, or
+    /// a TLS 1.3 server asking for the certificate makes the handshake fail.
+    pub fn tls13_capable(&self) -> bool {
+        self.tls13_capable
     }
 }
 
@@ -392,5 +522,76 @@ mod tests {
                 .unwrap();
         let err = certified_key(&keyless).unwrap_err();
         assert_eq!(err.code(), &ErrorCode::INVALID_CERTIFICATE);
+    }
+
+    #[test]
+    fn a_key_the_server_cannot_verify_fails_the_handshake_instead_of_sending_no_certificate() {
+        let fake = FakeKey::new(KeyKind::EcP256, &[SignatureAlgorithm::EcdsaP256Sha256]);
+        let identity = ClientIdentity::new(vec![b"leaf".to_vec()], fake.clone()).unwrap();
+        let certified = certified_key(&identity).unwrap();
+
+        // A scheme in common: the key signs.
+        let signer = certified
+            .key
+            .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
+            .unwrap();
+        assert_eq!(signer.scheme(), SignatureScheme::ECDSA_NISTP256_SHA256);
+        assert_eq!(signer.sign(b"t").unwrap(), b"signature");
+
+        // None in common: rustls would send an empty Certificate on `None`; the signer
+        // handed back instead fails, naming the identity and both sides' schemes.
+        let offered = [
+            SignatureScheme::RSA_PSS_SHA256,
+            SignatureScheme::ECDSA_NISTP384_SHA384,
+        ];
+        let signer = certified.key.choose_scheme(&offered).unwrap();
+        let err = signer.sign(b"transcript").unwrap_err().to_string();
+        assert!(err.contains("cannot present its certificate"), "{err}");
+        assert!(err.contains(identity.thumbprint_s256()), "{err}");
+        assert!(err.contains("ECDSA_NISTP384_SHA384"), "{err}");
+        assert!(err.contains("ECDSA_NISTP256_SHA256"), "{err}");
+        // The key itself was only asked once, for the scheme in common.
+        assert_eq!(fake.calls.lock().unwrap().len(), 1);
+        // An empty offer fails too.
+        assert!(certified
+            .key
+            .choose_scheme(&[])
+            .unwrap()
+            .sign(b"m")
+            .is_err());
+    }
+
+    #[test]
+    fn pkcs1_only_rsa_keys_are_not_tls13_capable() {
+        let pkcs1 = FakeKey::new(
+            KeyKind::Rsa { bits: 2048 },
+            &[
+                SignatureAlgorithm::RsaPkcs1Sha256,
+                SignatureAlgorithm::RsaPkcs1Sha384,
+            ],
+        );
+        let key = IdentitySigningKey::new(pkcs1.clone());
+        assert!(key.has_tls_scheme());
+        assert!(!key.has_tls13_scheme());
+        let identity = ClientIdentity::new(vec![b"leaf".to_vec()], pkcs1).unwrap();
+        assert!(!IdentityCertResolver::new(&identity)
+            .unwrap()
+            .tls13_capable());
+
+        for algorithms in [
+            &[
+                SignatureAlgorithm::RsaPkcs1Sha256,
+                SignatureAlgorithm::RsaPssSha256,
+            ][..],
+            &[SignatureAlgorithm::EcdsaP256Sha256][..],
+            &[SignatureAlgorithm::EcdsaP384Sha384][..],
+        ] {
+            let fake = FakeKey::new(KeyKind::Rsa { bits: 2048 }, algorithms);
+            let identity = ClientIdentity::new(vec![b"leaf".to_vec()], fake).unwrap();
+            let resolver = IdentityCertResolver::new(&identity).unwrap();
+            assert!(resolver.tls13_capable(), "{algorithms:?}");
+        }
+        assert!(!allowed_in_tls13(SignatureAlgorithm::RsaPkcs1Sha512));
+        assert!(allowed_in_tls13(SignatureAlgorithm::RsaPssSha512));
     }
 }

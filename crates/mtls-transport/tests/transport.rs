@@ -5,13 +5,16 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fic_mtls_transport::{MtlsTransport, MtlsTransportBuilder};
 use fic_oauth_core::{ClientIdentity, Error, ErrorCode, HttpTransport, TransportRequest};
+use rustls::SignatureScheme;
 use support::{
-    closed_port, field, get, text, ClientAuth, Pki, ServerOptions, StallingServer, TestServer,
+    closed_port, field, get, text, ClientAuth, Pki, RingEcdsaKey, RingRsaPkcs1Key, ServerOptions,
+    StallingServer, TestServer, RSA_PKCS8,
 };
 
 const LOGIN: &str = "https://login.microsoftonline.com";
@@ -574,4 +577,245 @@ async fn requests_that_cannot_be_sent_are_invalid_arguments() {
         let err = send(&transport, uri, None).await.unwrap_err();
         assert_eq!(err.code(), &ErrorCode::INVALID_ARGUMENT, "{uri}");
     }
+}
+
+#[tokio::test]
+async fn same_certificate_with_another_key_object_never_shares_a_connection() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let parts = pki.client_parts("alice");
+    // The same key material behind two key objects, as after reopening an HSM handle.
+    let key_a = Arc::new(RingEcdsaKey::from_pkcs8(&parts.pkcs8));
+    let key_b = Arc::new(RingEcdsaKey::from_pkcs8(&parts.pkcs8));
+    let alice_a = ClientIdentity::new(vec![parts.cert_der.clone()], key_a.clone()).unwrap();
+    let alice_b = ClientIdentity::new(vec![parts.cert_der.clone()], key_b.clone()).unwrap();
+    assert_eq!(alice_a.thumbprint_s256(), alice_b.thumbprint_s256());
+
+    let mut conns = Vec::new();
+    for identity in [&alice_a, &alice_a, &alice_b, &alice_b] {
+        let body = text(
+            &send(&transport, &format!("{MTLS}/echo"), Some(identity))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(field(&body, "cert"), alice_a.thumbprint_s256());
+        conns.push(field(&body, "conn"));
+    }
+    assert_eq!(conns[0], conns[1], "same identity, same connection");
+    assert_ne!(
+        conns[1], conns[2],
+        "another key object rode on the connection"
+    );
+    assert_eq!(conns[2], conns[3]);
+    // Each key object signed the handshake of its own connection.
+    assert_eq!(key_a.signs(), 1);
+    assert_eq!(key_b.signs(), 1);
+    assert_eq!(server.accepts(), 2);
+    // One pool per certificate: the new key object's pool replaced the old one.
+    assert_eq!(transport.identity_pool_count(), 1);
+    assert_eq!(
+        transport.identity_pools(),
+        [alice_a.thumbprint_s256().to_owned()]
+    );
+
+    // A new identity around the same key object is the same identity: the pool is reused.
+    let alice_b2 = ClientIdentity::new(vec![parts.cert_der.clone()], key_b.clone()).unwrap();
+    let body = text(
+        &send(&transport, &format!("{MTLS}/echo"), Some(&alice_b2))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(field(&body, "conn"), conns[3]);
+    assert_eq!(key_b.signs(), 1);
+
+    // So is a chain that differs: same leaf and key, an intermediate added.
+    let with_ca = ClientIdentity::new(
+        vec![parts.cert_der.clone(), pki.ca_der.to_vec()],
+        key_b.clone(),
+    )
+    .unwrap();
+    let body = text(
+        &send(&transport, &format!("{MTLS}/echo"), Some(&with_ca))
+            .await
+            .unwrap(),
+    );
+    assert_ne!(
+        field(&body, "conn"),
+        conns[3],
+        "another chain rode on the connection"
+    );
+    assert_eq!(key_b.signs(), 2);
+    assert_eq!(server.accepts(), 3);
+}
+
+#[tokio::test]
+async fn a_public_certificate_with_the_wrong_key_cannot_ride_on_an_authenticated_connection() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let parts = pki.client_parts("alice");
+    let alice = ClientIdentity::new(
+        vec![parts.cert_der.clone()],
+        Arc::new(RingEcdsaKey::from_pkcs8(&parts.pkcs8)),
+    )
+    .unwrap();
+    let ok = send(&transport, &format!("{MTLS}/echo"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(field(&text(&ok), "cert"), alice.thumbprint_s256());
+    assert_eq!(server.requests(), 1);
+
+    // Alice's certificate is public; Mallory pairs it with a key of her own.
+    let wrong_key = Arc::new(RingEcdsaKey::from_pkcs8(&RingEcdsaKey::generate_pkcs8()));
+    let mallory = ClientIdentity::new(vec![parts.cert_der.clone()], wrong_key.clone()).unwrap();
+    assert_eq!(mallory.thumbprint_s256(), alice.thumbprint_s256());
+    let err = send(&transport, &format!("{MTLS}/echo"), Some(&mallory))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TLS_HANDSHAKE_FAILED, "{err}");
+    assert_eq!(
+        wrong_key.signs(),
+        1,
+        "Mallory's key had to sign a handshake"
+    );
+    assert_eq!(server.failed_handshakes(), 1);
+    assert_eq!(server.requests(), 1, "Mallory's request reached the server");
+    assert_eq!(server.accepts(), 2);
+
+    // Alice still gets through (on a pool of her own again).
+    let ok = send(&transport, &format!("{MTLS}/echo"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(field(&text(&ok), "cert"), alice.thumbprint_s256());
+    assert_eq!(server.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_pkcs1_only_rsa_key_presents_its_certificate_over_tls12() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let key = Arc::new(RingRsaPkcs1Key::from_pkcs8(RSA_PKCS8));
+    let identity = ClientIdentity::new(vec![pki.rsa_client_cert("rsa")], key.clone()).unwrap();
+
+    // TLS 1.3 allows no PKCS#1 v1.5 signature: over TLS 1.3 rustls would send no certificate.
+    let body = text(
+        &send(&transport, &format!("{MTLS}/echo"), Some(&identity))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(field(&body, "cert"), identity.thumbprint_s256());
+    assert_eq!(key.signs(), 1);
+    let handshakes = server.handshakes();
+    assert_eq!(handshakes.len(), 1);
+    assert_eq!(
+        handshakes[0].version,
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    // Requests without an identity still speak TLS 1.3.
+    send(&transport, &format!("{LOGIN}/echo"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.handshakes()[1].version,
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+
+    // A server that speaks TLS 1.3 only cannot be given the certificate: a loud failure.
+    let tls13 = TestServer::https(
+        &pki,
+        ServerOptions {
+            tls13_only: true,
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let transport = builder(&pki, tls13.addr).build().unwrap();
+    let err = send(&transport, &format!("{MTLS}/echo"), Some(&identity))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TLS_HANDSHAKE_FAILED, "{err}");
+    assert_eq!(tls13.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_key_the_server_accepts_no_scheme_of_fails_instead_of_sending_no_certificate() {
+    let pki = Pki::new("ca");
+    for (tls12_only, client_auth) in [
+        (false, ClientAuth::Optional),
+        (true, ClientAuth::Optional),
+        (false, ClientAuth::Required),
+    ] {
+        // The server asks for a certificate but verifies RSA signatures only.
+        let server = TestServer::https(
+            &pki,
+            ServerOptions {
+                client_auth,
+                tls12_only,
+                client_schemes: Some(&[
+                    SignatureScheme::RSA_PSS_SHA256,
+                    SignatureScheme::RSA_PKCS1_SHA256,
+                ]),
+                ..ServerOptions::default()
+            },
+        )
+        .await;
+        let transport = builder(&pki, server.addr).build().unwrap();
+        let alice = pki.client_identity("alice");
+        let err = send(&transport, &format!("{MTLS}/echo"), Some(&alice))
+            .await
+            .unwrap_err();
+        let case = format!("tls12_only={tls12_only} {client_auth:?}");
+        assert_eq!(
+            err.code(),
+            &ErrorCode::TLS_HANDSHAKE_FAILED,
+            "{case}: {err}"
+        );
+        assert!(
+            err.message().contains("cannot present its certificate"),
+            "{case}: {err}"
+        );
+        assert!(
+            err.message().contains(alice.thumbprint_s256()),
+            "{case}: {err}"
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(server.requests(), 0, "{case}: sent without the certificate");
+        assert!(server.handshakes().is_empty(), "{case}");
+
+        if client_auth == ClientAuth::Optional {
+            // Without an identity the same server is fine.
+            let body = text(
+                &send(&transport, &format!("{MTLS}/echo"), None)
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(field(&body, "cert"), "none");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_zero_request_timeout_is_an_invalid_argument() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let err = transport
+        .send(TransportRequest::new(get(&format!("{LOGIN}/echo"))).with_timeout(Duration::ZERO))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::INVALID_ARGUMENT, "{err}");
+    assert!(err.message().contains("greater than zero"), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(server.accepts(), 0);
+    // The smallest non-zero timeout is a timeout, not an argument error.
+    let err = transport
+        .send(
+            TransportRequest::new(get(&format!("{LOGIN}/stall")))
+                .with_timeout(Duration::from_nanos(1)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TIMEOUT, "{err}");
 }

@@ -19,10 +19,14 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+use ring::signature::{EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -32,13 +36,28 @@ use tokio_rustls::TlsAcceptor;
 pub struct RingEcdsaKey {
     pair: EcdsaKeyPair,
     rng: SystemRandom,
+    signs: AtomicUsize,
 }
 
 impl RingEcdsaKey {
     pub fn from_pkcs8(pkcs8: &[u8]) -> Self {
         let rng = SystemRandom::new();
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng).unwrap();
-        Self { pair, rng }
+        Self {
+            pair,
+            rng,
+            signs: AtomicUsize::new(0),
+        }
+    }
+
+    /// A fresh P-256 key (PKCS#8 DER) with no certificate.
+    pub fn generate_pkcs8() -> Vec<u8> {
+        KeyPair::generate().unwrap().serialize_der()
+    }
+
+    /// How many signatures (TLS handshakes) this key object made.
+    pub fn signs(&self) -> usize {
+        self.signs.load(Ordering::SeqCst)
     }
 }
 
@@ -58,11 +77,74 @@ impl SigningKey for RingEcdsaKey {
                 "unsupported algorithm",
             ));
         }
+        self.signs.fetch_add(1, Ordering::SeqCst);
         self.pair
             .sign(&self.rng, message)
             .map(|sig| sig.as_ref().to_vec())
             .map_err(|_| Error::new(ErrorCode::SIGNING_FAILED, "ring failed to sign"))
     }
+}
+
+/// The committed RSA-2048 test key (PKCS#8 DER); ring cannot generate RSA keys.
+pub const RSA_PKCS8: &[u8] = include_bytes!("../data/rsa2048.pkcs8.der");
+
+/// An RSA key held by ring that signs with RSASSA-PKCS1-v1_5 / SHA-256 only, as some HSM and
+/// OS-store keys do. TLS 1.3 allows RSA-PSS only, so it can authenticate over TLS 1.2 only.
+#[derive(Debug)]
+pub struct RingRsaPkcs1Key {
+    pair: RsaKeyPair,
+    rng: SystemRandom,
+    signs: AtomicUsize,
+}
+
+impl RingRsaPkcs1Key {
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Self {
+        Self {
+            pair: RsaKeyPair::from_pkcs8(pkcs8).unwrap(),
+            rng: SystemRandom::new(),
+            signs: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn signs(&self) -> usize {
+        self.signs.load(Ordering::SeqCst)
+    }
+}
+
+impl SigningKey for RingRsaPkcs1Key {
+    fn kind(&self) -> KeyKind {
+        KeyKind::Rsa { bits: 2048 }
+    }
+
+    fn algorithms(&self) -> &[SignatureAlgorithm] {
+        &[SignatureAlgorithm::RsaPkcs1Sha256]
+    }
+
+    fn sign(&self, algorithm: SignatureAlgorithm, message: &[u8]) -> Result<Vec<u8>, Error> {
+        if algorithm != SignatureAlgorithm::RsaPkcs1Sha256 {
+            return Err(Error::new(
+                ErrorCode::SIGNING_FAILED,
+                "unsupported algorithm",
+            ));
+        }
+        self.signs.fetch_add(1, Ordering::SeqCst);
+        let mut signature = vec![0; self.pair.public().modulus_len()];
+        self.pair
+            .sign(
+                &ring::signature::RSA_PKCS1_SHA256,
+                &self.rng,
+                message,
+                &mut signature,
+            )
+            .map_err(|_| Error::new(ErrorCode::SIGNING_FAILED, "ring failed to sign"))?;
+        Ok(signature)
+    }
+}
+
+/// A client certificate (DER) and its private key (PKCS#8 DER), before any key object.
+pub struct ClientParts {
+    pub cert_der: Vec<u8>,
+    pub pkcs8: Vec<u8>,
 }
 
 /// A CA that issues server and client certificates.
@@ -112,13 +194,33 @@ impl Pki {
 
     /// A client certificate with subject `CN=name` and its ring-held key.
     pub fn client_identity(&self, name: &str) -> ClientIdentity {
+        let parts = self.client_parts(name);
+        let signing_key = RingEcdsaKey::from_pkcs8(&parts.pkcs8);
+        ClientIdentity::new(vec![parts.cert_der], Arc::new(signing_key)).unwrap()
+    }
+
+    /// A P-256 client certificate with subject `CN=name` and its key, as bytes.
+    pub fn client_parts(&self, name: &str) -> ClientParts {
         let key = KeyPair::generate().unwrap();
+        ClientParts {
+            cert_der: self.client_cert_for(&key, name),
+            pkcs8: key.serialize_der(),
+        }
+    }
+
+    /// A client certificate (DER) with subject `CN=name` for the public key of `key`.
+    pub fn client_cert_for(&self, key: &KeyPair, name: &str) -> Vec<u8> {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let signing_key = RingEcdsaKey::from_pkcs8(&key.serialize_der());
-        ClientIdentity::new(vec![cert.der().to_vec()], Arc::new(signing_key)).unwrap()
+        params.signed_by(key, &self.issuer).unwrap().der().to_vec()
+    }
+
+    /// A client certificate for the committed RSA key ([`RSA_PKCS8`]).
+    pub fn rsa_client_cert(&self, name: &str) -> Vec<u8> {
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(&RSA_PKCS8.into(), &rcgen::PKCS_RSA_SHA256)
+            .unwrap();
+        self.client_cert_for(&key, name)
     }
 }
 
@@ -138,6 +240,10 @@ pub struct ServerOptions<'a> {
     pub names: &'a [&'a str],
     pub client_auth: ClientAuth,
     pub tls12_only: bool,
+    pub tls13_only: bool,
+    /// When set, the only signature schemes the server accepts for the client's
+    /// `CertificateVerify` (what its `CertificateRequest` offers).
+    pub client_schemes: Option<&'static [SignatureScheme]>,
 }
 
 impl Default for ServerOptions<'_> {
@@ -146,7 +252,62 @@ impl Default for ServerOptions<'_> {
             names: &["login.microsoftonline.com", "*.mtlsauth.microsoft.com"],
             client_auth: ClientAuth::Optional,
             tls12_only: false,
+            tls13_only: false,
+            client_schemes: None,
         }
+    }
+}
+
+/// A client-certificate verifier that offers only some signature schemes.
+#[derive(Debug)]
+struct RestrictedSchemes {
+    inner: Arc<dyn ClientCertVerifier>,
+    schemes: &'static [SignatureScheme],
+}
+
+impl ClientCertVerifier for RestrictedSchemes {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.to_vec()
     }
 }
 
@@ -157,6 +318,8 @@ pub struct Handshake {
     pub sni: Option<String>,
     /// `x5t#S256` of the client's leaf certificate, if it sent one.
     pub client_thumbprint: Option<String>,
+    /// The negotiated protocol version.
+    pub version: Option<rustls::ProtocolVersion>,
 }
 
 /// What a server records.
@@ -193,6 +356,8 @@ impl TestServer {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let versions: &[&rustls::SupportedProtocolVersion] = if options.tls12_only {
             &[&rustls::version::TLS12]
+        } else if options.tls13_only {
+            &[&rustls::version::TLS13]
         } else {
             &[&rustls::version::TLS13, &rustls::version::TLS12]
         };
@@ -202,19 +367,29 @@ impl TestServer {
         let mut roots = RootCertStore::empty();
         roots.add(pki.ca_der.clone()).unwrap();
         let roots = Arc::new(roots);
-        let builder = match options.client_auth {
-            ClientAuth::Off => builder.with_no_client_auth(),
-            ClientAuth::Optional => builder.with_client_cert_verifier(
+        let verifier: Option<Arc<dyn ClientCertVerifier>> = match options.client_auth {
+            ClientAuth::Off => None,
+            ClientAuth::Optional => Some(
                 WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
                     .allow_unauthenticated()
                     .build()
                     .unwrap(),
             ),
-            ClientAuth::Required => builder.with_client_cert_verifier(
+            ClientAuth::Required => Some(
                 WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
                     .build()
                     .unwrap(),
             ),
+        };
+        let verifier = match (verifier, options.client_schemes) {
+            (Some(inner), Some(schemes)) => {
+                Some(Arc::new(RestrictedSchemes { inner, schemes }) as Arc<dyn ClientCertVerifier>)
+            }
+            (verifier, _) => verifier,
+        };
+        let builder = match verifier {
+            None => builder.with_no_client_auth(),
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
         };
         let (chain, key) = pki.server_cert(options.names);
         let config = builder.with_single_cert(chain, key).unwrap();
@@ -288,6 +463,7 @@ async fn serve(tcp: TcpStream, conn: usize, tls: Option<TlsAcceptor>, rec: Arc<R
                 conn,
                 sni,
                 client_thumbprint: thumbprint.clone(),
+                version: session.protocol_version(),
             });
             serve_http(TokioIo::new(stream), conn, thumbprint, rec).await;
         }
