@@ -157,10 +157,16 @@ impl UserIdentifier {
         }
     }
 
-    /// The `x-anchormailbox` header value: `oid:{oid}@{tenant}` or `upn:{upn}`.
+    /// The UPN as sent (`username=` and `x-anchormailbox`): trimmed.
+    fn normalized_upn(upn: &str) -> &str {
+        upn.trim()
+    }
+
+    /// The `x-anchormailbox` header value: `oid:{oid}@{tenant}` or `upn:{upn}` (the UPN trimmed,
+    /// as in the `username` parameter).
     pub fn anchor_mailbox(&self, tenant: &str) -> String {
         match self {
-            Self::Username(upn) => format!("upn:{upn}"),
+            Self::Username(upn) => format!("upn:{}", Self::normalized_upn(upn)),
             Self::ObjectId(oid) => format!("oid:{}@{tenant}", oid.hyphenated()),
         }
     }
@@ -452,6 +458,12 @@ impl TokenRequest {
         if self.scopes.iter().all(|s| s.trim().is_empty()) {
             return arg("at least one scope is required");
         }
+        if let Some(index) = self.scopes.iter().position(|s| s.trim().is_empty()) {
+            return Err(Error::new(
+                ErrorCode::INVALID_ARGUMENT,
+                format!("scope #{} of {} is blank", index + 1, self.scopes.len()),
+            ));
+        }
         if let Some(reserved) = self.scopes.iter().find(|s| {
             RESERVED_SCOPES
                 .iter()
@@ -581,7 +593,9 @@ impl TokenRequest {
                     user_credential.clone(),
                 );
                 match user {
-                    UserIdentifier::Username(upn) => add("username", Secret::new(upn.trim())),
+                    UserIdentifier::Username(upn) => {
+                        add("username", Secret::new(UserIdentifier::normalized_upn(upn)));
+                    }
                     UserIdentifier::ObjectId(oid) => {
                         add("user_id", Secret::new(oid.hyphenated().to_string()));
                     }
@@ -758,121 +772,222 @@ mod tests {
             .unwrap()
     }
 
-    fn build(request: TokenRequest) -> (String, String, http::HeaderMap, bool) {
+    /// A built request, with the TLS identity it presents (its `x5t#S256`).
+    struct Built {
+        uri: String,
+        body: String,
+        headers: http::HeaderMap,
+        identity: Option<String>,
+    }
+
+    fn build_full(request: TokenRequest) -> Built {
         let t = request
             .with_correlation_id(Uuid::parse_str(CID).unwrap())
             .into_transport_request()
             .unwrap();
-        let body = String::from_utf8(t.request.body().to_vec()).unwrap();
-        (
-            t.request.uri().to_string(),
-            body,
-            t.request.headers().clone(),
-            t.identity.is_some(),
-        )
+        assert_eq!(t.request.method(), http::Method::POST);
+        Built {
+            uri: t.request.uri().to_string(),
+            body: String::from_utf8(t.request.body().to_vec()).unwrap(),
+            headers: t.request.headers().clone(),
+            identity: t.identity.as_ref().map(|i| i.thumbprint_s256().to_string()),
+        }
+    }
+
+    /// Exactly PROTOCOL §2's headers (each once), plus `extra`.
+    fn assert_headers(headers: &http::HeaderMap, extra: &[(&str, &str)]) {
+        let mut expected: Vec<(&str, &str)> = vec![
+            ("accept", "application/json"),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("client-request-id", CID),
+            ("return-client-request-id", "true"),
+            ("x-ms-lib-capability", "retry-after, h429"),
+            ("x-client-sku", "fic-rs"),
+            ("x-client-ver", CLIENT_VERSION),
+        ];
+        expected.extend_from_slice(extra);
+        expected.sort_unstable();
+        let mut actual: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+            .collect();
+        actual.sort_unstable();
+        assert_eq!(actual, expected);
     }
 
     fn cc(mtls: bool, region: Option<&str>) -> TokenRequest {
         TokenRequest::client_credentials(endpoint(mtls, region), CLIENT, [SCOPE])
     }
 
+    const SCOPE_ENC: &str = "https%3A%2F%2Fvault.azure.net%2F.default";
+    const BEARER_TYPE: &str = "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
+    const POP_TYPE: &str = "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-pop";
+
+    /// PROTOCOL §2, row "secret": `client_secret`, login or regional host, no TLS certificate.
     #[test]
     fn golden_secret() {
-        let (uri, body, headers, tls) =
-            build(cc(false, None).with_auth(ClientAuth::Secret("p@ss w".into())));
-        assert_eq!(
-            uri,
-            "https://login.microsoftonline.com/tenant1/oauth2/v2.0/token"
-        );
-        assert_eq!(body, format!("client_id={CLIENT}&client_secret=p%40ss+w&scope=https%3A%2F%2Fvault.azure.net%2F.default&grant_type=client_credentials"));
-        assert!(!tls);
-        assert_eq!(headers["accept"], "application/json");
-        assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
-        assert_eq!(headers["client-request-id"], CID);
-        assert_eq!(headers["return-client-request-id"], "true");
-        assert_eq!(headers["x-ms-lib-capability"], "retry-after, h429");
-        assert_eq!(headers["x-client-sku"], "fic-rs");
-        assert_eq!(headers["x-client-ver"], CLIENT_VERSION);
-        assert!(headers.get("x-anchormailbox").is_none());
+        for (region, uri) in [
+            (
+                None,
+                "https://login.microsoftonline.com/tenant1/oauth2/v2.0/token",
+            ),
+            (
+                Some("westus3"),
+                "https://westus3.login.microsoft.com/tenant1/oauth2/v2.0/token",
+            ),
+        ] {
+            let built =
+                build_full(cc(false, region).with_auth(ClientAuth::Secret("p@ss w".into())));
+            assert_eq!(built.uri, uri);
+            assert_eq!(
+                built.body,
+                format!("client_id={CLIENT}&client_secret=p%40ss+w&scope={SCOPE_ENC}&grant_type=client_credentials")
+            );
+            assert_headers(&built.headers, &[]);
+            assert_eq!(built.identity, None);
+        }
     }
 
+    /// PROTOCOL §2, row "certificate, bearer": the jwt-bearer assertion signed with the
+    /// certificate (signed by the flow; here its value), login or regional host, no TLS
+    /// certificate.
     #[test]
-    fn golden_certificate_bearer_regional() {
-        let (uri, body, _, tls) =
-            build(cc(false, Some("westus3")).with_auth(ClientAuth::assertion("eyJ.a.b")));
-        assert_eq!(
-            uri,
-            "https://westus3.login.microsoft.com/tenant1/oauth2/v2.0/token"
-        );
-        assert_eq!(body, format!("client_id={CLIENT}&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=eyJ.a.b&scope=https%3A%2F%2Fvault.azure.net%2F.default&grant_type=client_credentials"));
-        assert!(!tls);
+    fn golden_certificate_bearer() {
+        for (region, uri) in [
+            (
+                None,
+                "https://login.microsoftonline.com/tenant1/oauth2/v2.0/token",
+            ),
+            (
+                Some("westus3"),
+                "https://westus3.login.microsoft.com/tenant1/oauth2/v2.0/token",
+            ),
+        ] {
+            let built = build_full(cc(false, region).with_auth(ClientAuth::assertion("eyJ.a.b")));
+            assert_eq!(built.uri, uri);
+            assert_eq!(
+                built.body,
+                format!("client_id={CLIENT}&client_assertion_type={BEARER_TYPE}&client_assertion=eyJ.a.b&scope={SCOPE_ENC}&grant_type=client_credentials")
+            );
+            assert_headers(&built.headers, &[]);
+            assert_eq!(built.identity, None);
+        }
     }
 
+    /// PROTOCOL §2, row "certificate + mTLS PoP": no body credential, `token_type=mtls_pop`,
+    /// mtlsauth host, the certificate in TLS.
     #[test]
     fn golden_vanilla_mtls_pop() {
-        let (uri, body, _, tls) = build(
-            cc(true, None)
-                .with_auth(ClientAuth::Certificate(identity()))
-                .with_token_type(TokenType::MtlsPop),
-        );
-        assert_eq!(
-            uri,
-            "https://mtlsauth.microsoft.com/tenant1/oauth2/v2.0/token"
-        );
-        assert_eq!(body, format!("client_id={CLIENT}&scope=https%3A%2F%2Fvault.azure.net%2F.default&grant_type=client_credentials&token_type=mtls_pop"));
-        assert!(!body.contains("client_assertion"));
-        assert!(tls);
+        for (region, uri) in [
+            (
+                None,
+                "https://mtlsauth.microsoft.com/tenant1/oauth2/v2.0/token",
+            ),
+            (
+                Some("westus3"),
+                "https://westus3.mtlsauth.microsoft.com/tenant1/oauth2/v2.0/token",
+            ),
+        ] {
+            let built = build_full(
+                cc(true, region)
+                    .with_auth(ClientAuth::Certificate(identity()))
+                    .with_token_type(TokenType::MtlsPop),
+            );
+            assert_eq!(built.uri, uri);
+            assert_eq!(
+                built.body,
+                format!("client_id={CLIENT}&scope={SCOPE_ENC}&grant_type=client_credentials&token_type=mtls_pop")
+            );
+            assert_headers(&built.headers, &[]);
+            assert_eq!(
+                built.identity.as_deref(),
+                Some(identity().thumbprint_s256())
+            );
+        }
     }
 
+    /// PROTOCOL §2, row "assertion provider returning a binding cert": jwt-pop, mtlsauth host,
+    /// that certificate in TLS; `token_type=mtls_pop` only when PoP is asked (else Bearer).
     #[test]
     fn golden_assertion_with_binding_pop_and_bearer() {
         let auth = ClientAuth::Assertion {
             assertion: "eyJ.t1.s".into(),
             binding: Some(identity()),
         };
-        let (uri, body, _, tls) = build(
+        let built = build_full(
             cc(true, Some("westus3"))
                 .with_auth(auth.clone())
                 .with_token_type(TokenType::MtlsPop),
         );
         assert_eq!(
-            uri,
+            built.uri,
             "https://westus3.mtlsauth.microsoft.com/tenant1/oauth2/v2.0/token"
         );
-        assert_eq!(body, format!("client_id={CLIENT}&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-pop&client_assertion=eyJ.t1.s&scope=https%3A%2F%2Fvault.azure.net%2F.default&grant_type=client_credentials&token_type=mtls_pop"));
-        assert!(tls);
+        assert_eq!(built.body, format!("client_id={CLIENT}&client_assertion_type={POP_TYPE}&client_assertion=eyJ.t1.s&scope={SCOPE_ENC}&grant_type=client_credentials&token_type=mtls_pop"));
+        assert_headers(&built.headers, &[]);
+        assert_eq!(
+            built.identity.as_deref(),
+            Some(identity().thumbprint_s256())
+        );
         // Bound assertion without PoP: jwt-pop over mTLS, Bearer result (no token_type).
-        let (_, body, _, tls) = build(cc(true, None).with_auth(auth));
-        assert!(body.contains("jwt-pop"));
-        assert!(!body.contains("token_type"));
-        assert!(tls);
+        let built = build_full(cc(true, None).with_auth(auth));
+        assert_eq!(
+            built.uri,
+            "https://mtlsauth.microsoft.com/tenant1/oauth2/v2.0/token"
+        );
+        assert_eq!(built.body, format!("client_id={CLIENT}&client_assertion_type={POP_TYPE}&client_assertion=eyJ.t1.s&scope={SCOPE_ENC}&grant_type=client_credentials"));
+        assert_headers(&built.headers, &[]);
+        assert_eq!(
+            built.identity.as_deref(),
+            Some(identity().thumbprint_s256())
+        );
     }
 
+    /// PROTOCOL §2, row "assertion provider, no binding cert": jwt-bearer, login or regional
+    /// host, no TLS certificate.
     #[test]
     fn golden_assertion_no_binding() {
-        let (uri, body, _, tls) =
-            build(cc(false, None).with_auth(ClientAuth::assertion("eyJ.x.y")));
-        assert_eq!(
-            uri,
-            "https://login.microsoftonline.com/tenant1/oauth2/v2.0/token"
-        );
-        assert!(body.contains("client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=eyJ.x.y"));
-        assert!(!tls);
+        for (region, uri) in [
+            (
+                None,
+                "https://login.microsoftonline.com/tenant1/oauth2/v2.0/token",
+            ),
+            (
+                Some("eastus"),
+                "https://eastus.login.microsoft.com/tenant1/oauth2/v2.0/token",
+            ),
+        ] {
+            let built = build_full(cc(false, region).with_auth(ClientAuth::Assertion {
+                assertion: "eyJ.x.y".into(),
+                binding: None,
+            }));
+            assert_eq!(built.uri, uri);
+            assert_eq!(
+                built.body,
+                format!("client_id={CLIENT}&client_assertion_type={BEARER_TYPE}&client_assertion=eyJ.x.y&scope={SCOPE_ENC}&grant_type=client_credentials")
+            );
+            assert_headers(&built.headers, &[]);
+            assert_eq!(built.identity, None);
+        }
     }
 
+    /// PROTOCOL §2, row "secret / plain assertion + PoP asked": `mtls_certificate_not_provided`,
+    /// whatever endpoint the request was resolved for.
     #[test]
     fn pop_without_certificate_is_refused() {
-        for auth in [
-            ClientAuth::Secret("s".into()),
-            ClientAuth::assertion("eyJ.a.b"),
-            ClientAuth::None,
-        ] {
-            let err = cc(false, None)
-                .with_auth(auth)
-                .with_token_type(TokenType::MtlsPop)
-                .into_transport_request()
-                .unwrap_err();
-            assert_eq!(err.code(), &ErrorCode::MTLS_CERTIFICATE_NOT_PROVIDED);
+        for mtls in [false, true] {
+            for auth in [
+                ClientAuth::Secret("s".into()),
+                ClientAuth::assertion("eyJ.a.b"),
+                ClientAuth::None,
+            ] {
+                let err = cc(mtls, None)
+                    .with_auth(auth)
+                    .with_token_type(TokenType::MtlsPop)
+                    .into_transport_request()
+                    .unwrap_err();
+                assert_eq!(err.code(), &ErrorCode::MTLS_CERTIFICATE_NOT_PROVIDED);
+            }
         }
     }
 
@@ -915,7 +1030,12 @@ mod tests {
 
     #[test]
     fn golden_fmi_claims_and_extras() {
-        let (uri, body, headers, _) = build(
+        let Built {
+            uri,
+            body,
+            headers,
+            identity: tls,
+        } = build_full(
             cc(false, None)
                 .with_auth(ClientAuth::assertion("a.b.c"))
                 .with_claims(Some(
@@ -935,7 +1055,8 @@ mod tests {
         let claims_enc: String =
             url::form_urlencoded::byte_serialize(expected_claims.as_bytes()).collect();
         assert_eq!(body, format!("client_id={CLIENT}&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=a.b.c&scope=https%3A%2F%2Fvault.azure.net%2F.default&claims={claims_enc}&grant_type=client_credentials&fmi_path=agent-app-id&dc=ESTSR-PUB-WUS3"));
-        assert_eq!(headers["x-custom"], "1");
+        assert_headers(&headers, &[("x-custom", "1")]);
+        assert_eq!(tls, None);
     }
 
     #[test]
@@ -951,25 +1072,68 @@ mod tests {
             )
             .with_auth(ClientAuth::assertion("t1.jwt.sig"))
         };
-        let (_, body, headers, _) = build(request(UserIdentifier::Username(
+        let prefix = format!("client_id={CLIENT}&client_assertion_type={BEARER_TYPE}&client_assertion=t1.jwt.sig&scope=https%3A%2F%2Fgraph.microsoft.com%2FUser.Read+openid+offline_access+profile&grant_type=user_fic&user_federated_identity_credential=t2.jwt.sig");
+        let built = build_full(request(UserIdentifier::Username(
             "alice@contoso.com".into(),
         )));
-        assert_eq!(body, format!("client_id={CLIENT}&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=t1.jwt.sig&scope=https%3A%2F%2Fgraph.microsoft.com%2FUser.Read+openid+offline_access+profile&grant_type=user_fic&user_federated_identity_credential=t2.jwt.sig&username=alice%40contoso.com&client_info=1"));
-        assert_eq!(headers["x-anchormailbox"], "upn:alice@contoso.com");
+        assert_eq!(
+            built.uri,
+            "https://login.microsoftonline.com/tenant1/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            built.body,
+            format!("{prefix}&username=alice%40contoso.com&client_info=1")
+        );
+        assert_headers(
+            &built.headers,
+            &[("x-anchormailbox", "upn:alice@contoso.com")],
+        );
+        assert_eq!(built.identity, None);
 
         let user = UserIdentifier::from_parts(None, Some(oid)).unwrap();
-        let (_, body, headers, _) = build(request(user));
-        assert!(body.contains("&user_id=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee&client_info=1"));
-        assert!(!body.contains("username"));
+        let built = build_full(request(user));
         assert_eq!(
-            headers["x-anchormailbox"],
-            "oid:aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee@tenant1"
+            built.body,
+            format!("{prefix}&user_id=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee&client_info=1")
+        );
+        assert_headers(
+            &built.headers,
+            &[(
+                "x-anchormailbox",
+                "oid:aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee@tenant1",
+            )],
+        );
+        assert_eq!(built.identity, None);
+    }
+
+    /// The UPN is normalised once: the body and `x-anchormailbox` carry the same value.
+    #[test]
+    fn user_fic_username_is_trimmed_in_body_and_anchor_alike() {
+        let built = build_full(
+            TokenRequest::user_fic(
+                endpoint(false, None),
+                CLIENT,
+                Secret::new("t2"),
+                UserIdentifier::Username(" \talice@contoso.com  ".into()),
+                ["s"],
+            )
+            .with_auth(ClientAuth::assertion("t1")),
+        );
+        assert!(
+            built.body.contains("&username=alice%40contoso.com&"),
+            "{}",
+            built.body
+        );
+        assert_eq!(built.headers["x-anchormailbox"], "upn:alice@contoso.com");
+        assert_eq!(
+            UserIdentifier::Username(" bob@x ".into()).anchor_mailbox("t"),
+            "upn:bob@x"
         );
     }
 
     #[test]
     fn golden_refresh_token() {
-        let (_, body, _, _) = build(
+        let built = build_full(
             TokenRequest::refresh_token(
                 endpoint(false, None),
                 CLIENT,
@@ -978,7 +1142,13 @@ mod tests {
             )
             .with_auth(ClientAuth::assertion("t1")),
         );
-        assert_eq!(body, format!("client_id={CLIENT}&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=t1&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default+openid+offline_access+profile&grant_type=refresh_token&refresh_token=rt-1&client_info=1"));
+        assert_eq!(
+            built.uri,
+            "https://login.microsoftonline.com/tenant1/oauth2/v2.0/token"
+        );
+        assert_eq!(built.body, format!("client_id={CLIENT}&client_assertion_type={BEARER_TYPE}&client_assertion=t1&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default+openid+offline_access+profile&grant_type=refresh_token&refresh_token=rt-1&client_info=1"));
+        assert_headers(&built.headers, &[]);
+        assert_eq!(built.identity, None);
     }
 
     #[test]
@@ -1017,6 +1187,25 @@ mod tests {
             (
                 TokenRequest::client_credentials(endpoint(false, None), CLIENT, [SCOPE, "openid"]),
                 ErrorCode::RESERVED_SCOPE,
+            ),
+            (
+                TokenRequest::client_credentials(endpoint(false, None), CLIENT, [SCOPE, ""]),
+                ErrorCode::INVALID_ARGUMENT,
+            ),
+            (
+                TokenRequest::client_credentials(endpoint(false, None), CLIENT, [" ", SCOPE]),
+                ErrorCode::INVALID_ARGUMENT,
+            ),
+            (
+                TokenRequest::user_fic(
+                    endpoint(false, None),
+                    CLIENT,
+                    Secret::new("t2"),
+                    UserIdentifier::Username("a@b".into()),
+                    ["s", "\t"],
+                )
+                .with_auth(ClientAuth::assertion("t1")),
+                ErrorCode::INVALID_ARGUMENT,
             ),
             (
                 user_fic(UserIdentifier::Username("a@b".into())).with_fmi_path(Some("x".into())),

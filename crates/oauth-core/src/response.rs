@@ -156,9 +156,10 @@ pub struct TokenResponse {
     pub token_type: TokenType,
     /// `expires_in`, seconds (> 0).
     pub expires_in: u64,
-    /// `ext_expires_in`, seconds.
+    /// `ext_expires_in`, seconds (`None` when absent, or not a positive, plausible number).
     pub ext_expires_in: Option<u64>,
-    /// `refresh_in`, seconds (only when below `expires_in`).
+    /// `refresh_in`, seconds (only when below `expires_in`; `None` when absent, or not a
+    /// positive, plausible number).
     pub refresh_in: Option<u64>,
     /// `scope`, as granted.
     pub scope: Option<String>,
@@ -170,6 +171,9 @@ pub struct TokenResponse {
     pub id_token_claims: Option<IdTokenClaims>,
     /// The decoded `client_info`.
     pub client_info: Option<ClientInfo>,
+    /// The tenant the token was requested from, used when the response names none (see
+    /// [`TokenResponse::with_tenant_fallback`]).
+    tenant_fallback: Option<Arc<str>>,
 }
 
 impl fmt::Debug for TokenResponse {
@@ -184,6 +188,7 @@ impl fmt::Debug for TokenResponse {
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "***"))
             .field("id_token_claims", &self.id_token_claims)
             .field("client_info", &self.client_info)
+            .field("tenant_fallback", &self.tenant_fallback)
             .finish_non_exhaustive()
     }
 }
@@ -245,7 +250,11 @@ impl TokenResponse {
     /// `http_status` when the body is not an OAuth error (an HTML page...). 429 and 503 with
     /// `Retry-After` become `throttled` with the delay. A success must have a non-empty
     /// `access_token`, a `token_type` equal to `expected` (`token_type_missing`,
-    /// `token_type_mismatch`), and a positive, plausible `expires_in`.
+    /// `token_type_mismatch`), and a positive, plausible `expires_in`; an `ext_expires_in` or
+    /// `refresh_in` that is not one is dropped (they are advisory).
+    ///
+    /// A body over [`MAX_RESPONSE_BYTES`] is `response_too_large` and is not parsed, except
+    /// that a 429 or 503 with `Retry-After` is still `throttled` with the delay.
     pub fn parse(
         status: u16,
         headers: &HeaderMap,
@@ -263,7 +272,15 @@ impl TokenResponse {
         expected: TokenType,
         now: SystemTime,
     ) -> Result<Self, Error> {
-        if body.len() > MAX_RESPONSE_BYTES {
+        let too_large = body.len() > MAX_RESPONSE_BYTES;
+        if !(200..300).contains(&status) {
+            // Throttling is told by the status and Retry-After, not the body: a huge 429/503
+            // body must not hide the delay (it is not parsed).
+            if !too_large || is_throttling(status, headers, now) {
+                return Err(error_from_response(status, headers, body, now));
+            }
+        }
+        if too_large {
             return Err(Error::new(
                 ErrorCode::RESPONSE_TOO_LARGE,
                 format!(
@@ -271,9 +288,6 @@ impl TokenResponse {
                     body.len()
                 ),
             ));
-        }
-        if !(200..300).contains(&status) {
-            return Err(error_from_response(status, headers, body, now));
         }
         let map = match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(map)) => map,
@@ -311,8 +325,12 @@ impl TokenResponse {
         };
         let expires_in = lifetime(&map, "expires_in")?
             .ok_or_else(|| invalid_response("the token response has no expires_in"))?;
-        let ext_expires_in = lifetime(&map, "ext_expires_in")?;
-        let refresh_in = lifetime(&map, "refresh_in")?.filter(|r| *r < expires_in);
+        // Advisory: an implausible value drops the field, not the token.
+        let ext_expires_in = lifetime(&map, "ext_expires_in").ok().flatten();
+        let refresh_in = lifetime(&map, "refresh_in")
+            .ok()
+            .flatten()
+            .filter(|r| *r < expires_in);
         let id_token = optional_string(&map, "id_token")?;
         let id_token_claims = id_token.as_deref().map(IdTokenClaims::decode).transpose()?;
         let client_info = optional_string(&map, "client_info")?
@@ -330,7 +348,34 @@ impl TokenResponse {
             id_token: id_token.map(Secret::new),
             id_token_claims,
             client_info,
+            tenant_fallback: None,
         })
+    }
+
+    /// The tenant of the request (the realm its token is cached under), for the result's
+    /// `tenant_id` when the response names none: an app token (client credentials) has no id
+    /// token or `client_info`, and would otherwise have no tenant when fresh but the realm's
+    /// tenant when served from the cache. The id token's `tid` and `client_info`'s `utid` still
+    /// come first; a blank value sets no fallback.
+    ///
+    /// ```
+    /// use std::time::UNIX_EPOCH;
+    /// use fic_oauth_core::response::TokenResponse;
+    /// use fic_oauth_core::TokenType;
+    ///
+    /// let body = br#"{"token_type":"Bearer","access_token":"a","expires_in":3599}"#;
+    /// let response = TokenResponse::parse(200, &http::HeaderMap::new(), body, TokenType::Bearer)?;
+    /// let token = response
+    ///     .with_tenant_fallback("10c419d4-4a50-45b2-aa4e-919fb84df24f")
+    ///     .into_access_token(UNIX_EPOCH, vec![], None);
+    /// assert_eq!(token.tenant_id.as_deref(), Some("10c419d4-4a50-45b2-aa4e-919fb84df24f"));
+    /// # Ok::<(), fic_oauth_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_tenant_fallback(mut self, tenant: &str) -> Self {
+        let tenant = tenant.trim();
+        self.tenant_fallback = (!tenant.is_empty()).then(|| Arc::from(tenant));
+        self
     }
 
     /// When to refresh a token issued at `now`: `refresh_in` when given, half-life when the
@@ -340,8 +385,9 @@ impl TokenResponse {
     }
 
     /// The result value: expiry and refresh time from `now`, the requested `scopes` (or the
-    /// granted `scope` when given), the binding certificate for mtls_pop tokens, and for user
-    /// flows the account, refresh token and id token.
+    /// granted `scope` when given), the binding certificate for mtls_pop tokens, the tenant
+    /// (id token `tid`, `client_info` `utid`, else [`TokenResponse::with_tenant_fallback`]), and
+    /// for user flows the account, refresh token and id token.
     pub fn into_access_token(
         self,
         now: SystemTime,
@@ -366,7 +412,8 @@ impl TokenResponse {
             .as_ref()
             .and_then(|c| c.tenant_id.as_deref())
             .or_else(|| self.client_info.as_ref().map(|c| c.utid.as_str()))
-            .map(Arc::from);
+            .map(Arc::from)
+            .or(self.tenant_fallback);
         if let Some(info) = &self.client_info {
             let claims = self.id_token_claims.clone().unwrap_or_default();
             let mut account = Account::new(
@@ -443,13 +490,23 @@ fn error_from_body(status: u16, headers: &HeaderMap, map: &Map<String, Value>) -
     Error::from_server(server)
 }
 
+/// Whether a status and its headers make a `throttled` error: 429 or 503 with `Retry-After`.
+fn is_throttling(status: u16, headers: &HeaderMap, now: SystemTime) -> bool {
+    (status == 429 || status == 503) && parse_retry_after(headers, now).is_some()
+}
+
 fn error_from_response(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Error {
     let retry_after = parse_retry_after(headers, now);
-    let parsed = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) if map.contains_key("error") => {
-            Some(error_from_body(status, headers, &map))
+    // A body over the cap is never parsed.
+    let parsed = if body.len() > MAX_RESPONSE_BYTES {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) if map.contains_key("error") => {
+                Some(error_from_body(status, headers, &map))
+            }
+            _ => None,
         }
-        _ => None,
     };
     let err = parsed.unwrap_or_else(|| {
         let content_type = header_string(headers, "content-type").unwrap_or_else(|| "no content type".into());
@@ -791,6 +848,127 @@ mod tests {
             refresh_on(now, 86_400, Some(90_000)),
             Some(now + Duration::from_secs(43_200))
         );
+    }
+
+    #[test]
+    fn app_tokens_take_the_tenant_fallback_and_user_tokens_their_own() {
+        let app = || {
+            ok(
+                r#"{"token_type":"Bearer","access_token":"a","expires_in":3599}"#,
+                TokenType::Bearer,
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            app().into_access_token(UNIX_EPOCH, vec![], None).tenant_id,
+            None
+        );
+        let token =
+            app()
+                .with_tenant_fallback("tenant1")
+                .into_access_token(UNIX_EPOCH, vec![], None);
+        assert_eq!(token.tenant_id.as_deref(), Some("tenant1"));
+        for blank in ["", "  "] {
+            let token =
+                app()
+                    .with_tenant_fallback(blank)
+                    .into_access_token(UNIX_EPOCH, vec![], None);
+            assert_eq!(token.tenant_id, None, "{blank:?}");
+        }
+        // The response's own tenant wins: id token tid, then client_info utid.
+        let client_info = URL_SAFE_NO_PAD.encode(br#"{"uid":"oid-1","utid":"utid-1"}"#);
+        let id_payload = URL_SAFE_NO_PAD.encode(br#"{"tid":"tid-1"}"#);
+        let with_info = format!(
+            r#"{{"token_type":"Bearer","access_token":"a","expires_in":60,"client_info":"{client_info}"}}"#
+        );
+        let with_both = format!(
+            r#"{{"token_type":"Bearer","access_token":"a","expires_in":60,"client_info":"{client_info}","id_token":"e30.{id_payload}.s"}}"#
+        );
+        for (body, tenant) in [(with_info, "utid-1"), (with_both, "tid-1")] {
+            let token = ok(&body, TokenType::Bearer)
+                .unwrap()
+                .with_tenant_fallback("tenant1")
+                .into_access_token(UNIX_EPOCH, vec![], None);
+            assert_eq!(token.tenant_id.as_deref(), Some(tenant));
+        }
+    }
+
+    #[test]
+    fn a_huge_throttling_body_is_still_throttled() {
+        let huge = vec![b'x'; MAX_RESPONSE_BYTES + 1];
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("42"));
+        for status in [429, 503] {
+            let err = TokenResponse::parse(status, &headers, &huge, TokenType::Bearer).unwrap_err();
+            assert_eq!(err.code(), &ErrorCode::THROTTLED, "{status}");
+            assert_eq!(err.retry_after(), Some(Duration::from_secs(42)));
+            assert_eq!(err.status(), Some(status));
+        }
+        // A huge error body that looks like an OAuth error is still not parsed.
+        let mut json = br#"{"error":"temporarily_unavailable","pad":""#.to_vec();
+        json.resize(MAX_RESPONSE_BYTES + 10, b'x');
+        json.extend_from_slice(br#""}"#);
+        let err = TokenResponse::parse(429, &headers, &json, TokenType::Bearer).unwrap_err();
+        assert_eq!(err.code(), &ErrorCode::THROTTLED);
+        assert_eq!(err.server_error().unwrap().error, "");
+        // Without Retry-After, or another status: the size cap answers.
+        for (status, headers) in [
+            (429, HeaderMap::new()),
+            (500, headers.clone()),
+            (200, headers.clone()),
+        ] {
+            assert_eq!(
+                code(TokenResponse::parse(
+                    status,
+                    &headers,
+                    &huge,
+                    TokenType::Bearer
+                )),
+                "response_too_large",
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn implausible_optional_lifetimes_are_dropped_not_fatal() {
+        for bad in [
+            "0",
+            "-5",
+            "\"-1\"",
+            "315360000000",
+            "\"315360000000\"",
+            "1e300",
+            "1.5",
+            "\"soon\"",
+            "[1]",
+            "{}",
+            "true",
+        ] {
+            for field in ["ext_expires_in", "refresh_in"] {
+                let body = format!(
+                    r#"{{"token_type":"Bearer","access_token":"a","expires_in":3600,"{field}":{bad}}}"#
+                );
+                let r = ok(&body, TokenType::Bearer).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+                assert_eq!(r.expires_in, 3600);
+                assert_eq!((r.ext_expires_in, r.refresh_in), (None, None), "{body}");
+            }
+            // expires_in stays strict.
+            let body =
+                format!(r#"{{"token_type":"Bearer","access_token":"a","expires_in":{bad}}}"#);
+            assert_eq!(
+                code(ok(&body, TokenType::Bearer)),
+                "invalid_response",
+                "{body}"
+            );
+        }
+        // A good value next to a bad one is kept.
+        let r = ok(
+            r#"{"token_type":"Bearer","access_token":"a","expires_in":3600,"ext_expires_in":0,"refresh_in":"1800"}"#,
+            TokenType::Bearer,
+        )
+        .unwrap();
+        assert_eq!((r.ext_expires_in, r.refresh_in), (None, Some(1800)));
     }
 
     #[test]

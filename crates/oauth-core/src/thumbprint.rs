@@ -138,4 +138,159 @@ mod tests {
             prop_assert_eq!(hashes.len(), distinct.len());
         }
     }
+
+    /// The bytes the components would hash to without the length framing: equal for two maps
+    /// whose entries differ only in where one string is cut.
+    fn unframed(components: &BTreeMap<String, String>) -> String {
+        components
+            .iter()
+            .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+            .collect()
+    }
+
+    /// `s` cut at char positions `cuts` (ascending), into owned pieces.
+    fn cut(s: &str, cuts: &[usize]) -> Vec<String> {
+        let chars: Vec<char> = s.chars().collect();
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(chars.len());
+        bounds
+            .windows(2)
+            .map(|w| chars[w[0]..w[1]].iter().collect())
+            .collect()
+    }
+
+    /// Three cut points for a two-entry map over `n` chars (n >= 3): the first key keeps its
+    /// leading `!`, the second key is not empty.
+    fn two_entry_cuts(n: usize, raw: (usize, usize, usize)) -> [usize; 3] {
+        let c1 = 1 + raw.0 % (n - 1);
+        let c2 = c1 + raw.1 % (n - c1);
+        let c3 = c2 + 1 + raw.2 % (n - c2);
+        [c1, c2, c3]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// One string cut into key and value at two different places: the same bytes without
+        /// framing, different hashes with it. Digits and `:` make the framing's own characters
+        /// part of the content.
+        #[test]
+        fn ext_hash_separates_a_key_value_boundary_shift(
+            s in "[0-9:a-zé_/.]{1,16}",
+            i in 0usize..=16,
+            j in 0usize..=16,
+        ) {
+            let n = s.chars().count();
+            let (i, j) = (i % (n + 1), j % (n + 1));
+            prop_assume!(i != j);
+            let map = |at: usize| -> BTreeMap<String, String> {
+                let pieces = cut(&s, &[at]);
+                [(pieces[0].clone(), pieces[1].clone())].into()
+            };
+            let (a, b) = (map(i), map(j));
+            prop_assert_ne!(&a, &b);
+            prop_assert_eq!(unframed(&a), unframed(&b));
+            prop_assert_ne!(ext_hash(&a), ext_hash(&b), "{:?} vs {:?}", a, b);
+        }
+
+        /// Two entries over one string, cut differently: characters moved between a key and its
+        /// value, between the first value and the second key, or both. The first key starts
+        /// with `!` (below every other character used), so the entries keep their order and the
+        /// unframed bytes stay the same: only the framing tells the maps apart.
+        #[test]
+        fn ext_hash_separates_shifts_between_adjacent_entries(
+            rest in "[0-9:a-zé_/.]{2,20}",
+            raw_a in (0usize..64, 0usize..64, 0usize..64),
+            raw_b in (0usize..64, 0usize..64, 0usize..64),
+            moved in 0usize..4,
+            by in 1usize..4,
+            up in proptest::bool::ANY,
+        ) {
+            let s = format!("!{rest}");
+            let n = s.chars().count();
+            let a_cuts = two_entry_cuts(n, raw_a);
+            // The second map: either independent cuts, or one cut of the first moved.
+            let b_cuts = if moved == 0 {
+                two_entry_cuts(n, raw_b)
+            } else {
+                // Move one boundary by `by` chars within its neighbours: key 1 | value 1 in
+                // [1, c2], value 1 | key 2 in [c1, c3 - 1], key 2 | value 2 in [c2 + 1, n].
+                let mut c = a_cuts;
+                let index = moved - 1;
+                let (low, high) = match index {
+                    0 => (1, c[1]),
+                    1 => (c[0], c[2] - 1),
+                    _ => (c[1] + 1, n),
+                };
+                let target = if up { c[index] + by } else { c[index].saturating_sub(by) };
+                c[index] = target.clamp(low, high);
+                c
+            };
+            prop_assume!(a_cuts != b_cuts);
+            let map = |cuts: &[usize; 3]| -> BTreeMap<String, String> {
+                let p = cut(&s, cuts);
+                [(p[0].clone(), p[1].clone()), (p[2].clone(), p[3].clone())].into()
+            };
+            let (a, b) = (map(&a_cuts), map(&b_cuts));
+            prop_assert_eq!(a.len(), 2);
+            prop_assert_eq!(b.len(), 2);
+            prop_assert_ne!(&a, &b);
+            prop_assert_eq!(unframed(&a), s.clone());
+            prop_assert_eq!(unframed(&b), s);
+            prop_assert_ne!(ext_hash(&a), ext_hash(&b), "{:?} vs {:?}", a, b);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// One value swallowing the next entry spelled in the framing's own syntax (full
+        /// framing, key lengths only, value lengths only): a framing that dropped either length
+        /// would collide here.
+        #[test]
+        fn ext_hash_separates_an_entry_absorbed_into_the_previous_value(
+            k1 in "![0-9:a-zé]{0,5}",
+            v1 in "[0-9:a-zé]{0,6}",
+            k2 in "[0-9:a-zé]{1,6}",
+            v2 in "[0-9:a-zé]{0,6}",
+        ) {
+            let two: BTreeMap<String, String> =
+                [(k1.clone(), v1.clone()), (k2.clone(), v2.clone())].into();
+            prop_assert_eq!(two.len(), 2);
+            for swallowed in [
+                format!("{}:{k2}{}:{v2}", k2.len(), v2.len()),
+                format!("{}:{k2}{v2}", k2.len()),
+                format!("{k2}{}:{v2}", v2.len()),
+                format!("{k2}{v2}"),
+            ] {
+                let one: BTreeMap<String, String> = [(k1.clone(), format!("{v1}{swallowed}"))].into();
+                prop_assert_ne!(ext_hash(&two), ext_hash(&one), "{:?} vs {:?}", two, one);
+            }
+        }
+    }
+
+    /// The properties above can fail: a hash without the framing collides on their inputs.
+    #[test]
+    fn the_shift_properties_would_catch_a_hash_without_framing() {
+        let a: BTreeMap<_, _> = [
+            ("!a1:".to_string(), "b".to_string()),
+            ("c".to_string(), "d".to_string()),
+        ]
+        .into();
+        let b: BTreeMap<_, _> = [
+            ("!a".to_string(), "1:b".to_string()),
+            ("c".to_string(), "d".to_string()),
+        ]
+        .into();
+        assert_eq!(unframed(&a), unframed(&b));
+        assert_ne!(ext_hash(&a), ext_hash(&b));
+        let c: BTreeMap<_, _> = [
+            ("!a".to_string(), "1:bc".to_string()),
+            ("d".to_string(), String::new()),
+        ]
+        .into();
+        assert_eq!(unframed(&a), unframed(&c));
+        assert_ne!(ext_hash(&a), ext_hash(&c));
+    }
 }

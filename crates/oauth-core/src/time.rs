@@ -54,9 +54,34 @@ pub fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The time `seconds` after the Unix epoch.
+/// The latest Unix time fic-rs accepts from stored or received data: 9999-12-31T23:59:59Z.
+///
+/// Far enough for any token, and far enough from the limits of [`SystemTime`] on every platform
+/// that adding hours or days to such a time cannot overflow.
+pub const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
+
+/// The time `seconds` after the Unix epoch, or `None` when it is after [`MAX_UNIX_SECONDS`]
+/// (data carrying such a time is malformed). Use it for every time read from storage or the
+/// network.
+///
+/// ```
+/// use fic_oauth_core::time::{checked_from_unix_seconds, unix_seconds, MAX_UNIX_SECONDS};
+///
+/// assert_eq!(checked_from_unix_seconds(1_700_000_000).map(unix_seconds), Some(1_700_000_000));
+/// assert!(checked_from_unix_seconds(MAX_UNIX_SECONDS).is_some());
+/// assert_eq!(checked_from_unix_seconds(u64::MAX), None);
+/// ```
+pub fn checked_from_unix_seconds(seconds: u64) -> Option<SystemTime> {
+    if seconds > MAX_UNIX_SECONDS {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+}
+
+/// The time `seconds` after the Unix epoch, saturating at [`MAX_UNIX_SECONDS`] (it never
+/// panics; use [`checked_from_unix_seconds`] to reject such values instead).
 pub fn from_unix_seconds(seconds: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(seconds)
+    checked_from_unix_seconds(seconds.min(MAX_UNIX_SECONDS)).unwrap_or(UNIX_EPOCH)
 }
 
 /// The operating system's clock.
@@ -199,6 +224,19 @@ mod tests {
         assert_eq!(other.sleeps(), vec![Duration::from_secs(2)]);
         clock.set(from_unix_seconds(7));
         assert_eq!(unix_seconds(other.now()), 7);
+    }
+
+    #[test]
+    fn huge_unix_times_are_rejected_or_saturated_never_a_panic() {
+        for seconds in [MAX_UNIX_SECONDS + 1, u64::MAX / 2, u64::MAX] {
+            assert_eq!(checked_from_unix_seconds(seconds), None, "{seconds}");
+            assert_eq!(unix_seconds(from_unix_seconds(seconds)), MAX_UNIX_SECONDS);
+        }
+        let max = checked_from_unix_seconds(MAX_UNIX_SECONDS).unwrap();
+        assert_eq!(unix_seconds(max), MAX_UNIX_SECONDS);
+        // Adding a year to the latest accepted time is still fine.
+        assert!(max.checked_add(Duration::from_secs(365 * 86_400)).is_some());
+        assert_eq!(unix_seconds(from_unix_seconds(0)), 0);
     }
 
     #[test]

@@ -11,9 +11,11 @@ pub const CACHE_IO: ErrorCode = ErrorCode::from_static("cache_io_error");
 /// The cache file's lock was not obtained within the configured wait.
 pub const CACHE_LOCK_TIMEOUT: ErrorCode = ErrorCode::from_static("cache_lock_timeout");
 
-/// Encrypted content could not be decrypted: wrong key, no key configured for an encrypted file
-/// or value, plain content where a key is configured (Redis), or an envelope of an unknown
-/// version. A file in this state is never overwritten.
+/// Encrypted content could not be decrypted: wrong key (or content altered: the authentication
+/// tag does not match), no key configured for an encrypted file or value, plain content where a
+/// key is configured (Redis), or an envelope of a version this library does not read (Redis:
+/// any; file: a newer one). A file in this state is never overwritten; a file whose envelope is
+/// structurally damaged (truncated below its header) is corrupt instead, and set aside.
 pub const CACHE_DECRYPTION_FAILED: ErrorCode = ErrorCode::from_static("cache_decryption_failed");
 
 /// A stored value is not a cache entry this library can read.

@@ -16,9 +16,53 @@
 /// The first bytes of an encrypted file or value.
 pub(crate) const MAGIC: &[u8; 4] = b"FICC";
 
+/// The envelope version this library writes and reads.
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const HEADER_LEN: usize = MAGIC.len() + 1 + NONCE_LEN;
+
 /// Whether `bytes` is an encryption envelope (of any version).
 pub(crate) fn is_envelope(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
+}
+
+/// What the structure of an envelope (bytes starting with [`MAGIC`]) says, before any key is
+/// tried. The file cache uses it to tell a damaged file (set aside) from one it cannot decrypt
+/// (left untouched).
+#[cfg_attr(not(feature = "file"), allow(dead_code))]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// A version-1 envelope long enough to hold its header and tag: only the key can tell more.
+    Sound,
+    /// A version written by a newer fic-rs: not this library's to judge, left untouched.
+    Newer(u8),
+    /// Damaged: truncated below its header and tag, or a version no fic-rs ever wrote (0).
+    Damaged(String),
+}
+
+/// Checks the structure of an envelope: magic, version, length.
+#[cfg_attr(not(feature = "file"), allow(dead_code))]
+pub(crate) fn shape(envelope: &[u8]) -> Shape {
+    if !envelope.starts_with(MAGIC) {
+        return Shape::Damaged("no FICC header".into());
+    }
+    match envelope.get(MAGIC.len()) {
+        None => return Shape::Damaged("truncated before its version byte".into()),
+        Some(&version) if version > VERSION => return Shape::Newer(version),
+        Some(&version) if version != VERSION => {
+            return Shape::Damaged(format!("unknown envelope version {version}"));
+        }
+        Some(_) => {}
+    }
+    if envelope.len() < HEADER_LEN + TAG_LEN {
+        return Shape::Damaged(format!(
+            "truncated: {} bytes, an envelope has at least {}",
+            envelope.len(),
+            HEADER_LEN + TAG_LEN
+        ));
+    }
+    Shape::Sound
 }
 
 #[cfg(feature = "encryption")]
@@ -35,13 +79,8 @@ mod key {
     use fic_oauth_core::{Error, ErrorCode};
     use zeroize::Zeroizing;
 
-    use super::MAGIC;
+    use super::{HEADER_LEN, MAGIC, TAG_LEN, VERSION};
     use crate::codes;
-
-    /// The envelope version this library writes and reads.
-    const VERSION: u8 = 1;
-    const NONCE_LEN: usize = 12;
-    const HEADER_LEN: usize = MAGIC.len() + 1 + NONCE_LEN;
 
     /// A 32-byte AES-256-GCM key for the file and Redis caches. Zeroized on drop; `Debug`
     /// never shows it.
@@ -111,7 +150,7 @@ mod key {
     ) -> Result<Vec<u8>, Error> {
         let nonce = GcmNonce::try_generate()
             .map_err(|e| Error::new(ErrorCode::INTERNAL, format!("no random nonce: {e}")))?;
-        let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + 16);
+        let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.extend_from_slice(&nonce);
@@ -137,7 +176,7 @@ mod key {
         context: &[u8],
         envelope: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        if envelope.len() < HEADER_LEN + 16 || !envelope.starts_with(MAGIC) {
+        if envelope.len() < HEADER_LEN + TAG_LEN || !envelope.starts_with(MAGIC) {
             return Err(Error::new(
                 codes::CACHE_DECRYPTION_FAILED,
                 "not an encrypted cache envelope (too short or no FICC header)",
@@ -180,7 +219,8 @@ mod key {
             let sealed = seal(&key, b"ctx", b"hello").unwrap();
             assert!(super::super::is_envelope(&sealed));
             assert_eq!(sealed[4], VERSION);
-            assert_eq!(sealed.len(), HEADER_LEN + 5 + 16);
+            assert_eq!(sealed.len(), HEADER_LEN + 5 + TAG_LEN);
+            assert_eq!(super::super::shape(&sealed), super::super::Shape::Sound);
             assert_eq!(&open(&key, b"ctx", &sealed).unwrap()[..], b"hello");
             // Another nonce each time.
             assert_ne!(seal(&key, b"ctx", b"hello").unwrap(), sealed);
@@ -206,5 +246,32 @@ mod key {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_tells_damage_from_a_newer_version() {
+        let mut sound = b"FICC\x01".to_vec();
+        sound.extend_from_slice(&[0; NONCE_LEN + TAG_LEN]);
+        assert_eq!(shape(&sound), Shape::Sound);
+        for damaged in [
+            &b"FICC"[..],
+            &b"FICC\x01"[..],
+            &sound[..sound.len() - 1],
+            &b"FICC\x00 plenty of bytes after an impossible version"[..],
+            &b"FICX\x01"[..],
+        ] {
+            assert!(
+                matches!(shape(damaged), Shape::Damaged(_)),
+                "{damaged:?}: {:?}",
+                shape(damaged)
+            );
+        }
+        assert_eq!(shape(b"FICC\x02"), Shape::Newer(2));
+        assert_eq!(shape(b"FICC\xff and more"), Shape::Newer(255));
     }
 }

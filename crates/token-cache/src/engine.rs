@@ -5,9 +5,10 @@
 //! - **Single flight**: concurrent misses on one key make one request; every waiter gets its
 //!   result or its error. Misses on different keys never wait on each other. A waiter that is
 //!   cancelled does not strand the others (the next waiter takes over the fetch).
-//! - **Proactive refresh**: past `refresh_on` (minus a random jitter), one background task per
-//!   key refreshes the token while callers keep getting the cached one; a failed background
-//!   refresh keeps the old token while it is valid and is not retried for 30 s.
+//! - **Proactive refresh**: past `refresh_on` (minus a random jitter of at most 5 minutes, and
+//!   at most a quarter of the time between storing the token and its `refresh_on`), one
+//!   background task per key refreshes the token while callers keep getting the cached one; a
+//!   failed background refresh keeps the old token while it is valid and is not retried for 30 s.
 //! - **Throttling**: an error carrying `Retry-After` (429/503) blocks the same key until the
 //!   delay has passed; callers get the throttled error without a request being sent.
 //! - `force_refresh` skips the lookup; a claims challenge (`bypass_cache`) skips the lookup and
@@ -66,6 +67,10 @@ use crate::key::{AccessTokenKey, CacheKey, KeyHasher};
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 /// The largest random jitter subtracted from `refresh_on`.
 pub const DEFAULT_REFRESH_JITTER: Duration = Duration::from_secs(300);
+/// The jitter of a token is at most this fraction (1/4) of the interval between when it was
+/// stored and its `refresh_on`, so a token with a short `refresh_in` is not due the moment it is
+/// stored (e.g. `refresh_in` = 120 s: at most 30 s early).
+pub const MAX_REFRESH_JITTER_FRACTION: u32 = 4;
 /// How long a failed background refresh waits before the next attempt.
 pub const REFRESH_RETRY_DELAY: Duration = Duration::from_secs(30);
 
@@ -165,7 +170,8 @@ impl EngineBuilder {
     }
 
     /// The largest random jitter subtracted from `refresh_on` (default 5 minutes; 0 makes
-    /// refresh times exact, for tests).
+    /// refresh times exact, for tests). Whatever this is, a token's jitter is at most
+    /// 1/[`MAX_REFRESH_JITTER_FRACTION`] of the time between its `cached_at` and `refresh_on`.
     #[must_use]
     pub fn refresh_jitter(mut self, jitter: Duration) -> Self {
         self.refresh_jitter = jitter;
@@ -291,9 +297,13 @@ impl AcquisitionEngine {
         if !cached.matches_kid(kid) || !cached.is_fresh(now, EXPIRY_MARGIN) {
             return None;
         }
-        let needs_refresh = cached
-            .refresh_on()
-            .is_some_and(|at| now + self.jitter(key) >= at);
+        let needs_refresh = cached.refresh_on().is_some_and(|at| {
+            // Capped, so a short refresh interval is not used up by the jitter. The times come
+            // from storage: checked arithmetic only.
+            let interval = at.duration_since(cached.cached_at()).unwrap_or_default();
+            let jitter = self.jitter(key).min(interval / MAX_REFRESH_JITTER_FRACTION);
+            now.checked_add(jitter).is_none_or(|shifted| shifted >= at)
+        });
         Some((cached.to_access_token(binding), needs_refresh))
     }
 

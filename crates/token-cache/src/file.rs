@@ -19,12 +19,15 @@
 //!   there, and written with the next write that succeeds, by [`FileCache::flush`], or when the
 //!   last handle is dropped) and returns an error the engine logs.
 //! - **Encryption at rest** (feature `encryption`): the whole file is one AES-256-GCM envelope
-//!   (see `EncryptionKey`). A file that cannot be decrypted — wrong key, or encrypted while this
-//!   process has no key — is **never overwritten**: reads and writes return
+//!   (see `EncryptionKey`). A well-formed envelope that cannot be decrypted — wrong key (the
+//!   authentication tag does not match), encrypted while this process has no key, or a newer
+//!   envelope version — is **never overwritten**: reads and writes return
 //!   `cache_decryption_failed` (writes still reach this process's memory), so a misconfigured
-//!   process cannot destroy the cache of the correctly configured ones. A plain-text file found
-//!   where a key is configured is treated as corrupt (set aside): content that is not
-//!   authenticated is not trusted.
+//!   process cannot destroy the cache of the correctly configured ones. An envelope that is
+//!   structurally damaged (shorter than its header and tag, or of version 0) is corrupt, key or
+//!   not, and set aside like a corrupt plain file; so is a plain-text file found where a key is
+//!   configured: content that is not authenticated is not trusted. (A file truncated past its
+//!   header cannot be told from a wrong key: GCM only says the tag does not match.)
 //! - Unix: the file, its lock and the temporary files are created with mode `0600`, missing
 //!   directories with `0700`.
 //! - Access tokens (this library can read) that expired over an hour ago are dropped when the
@@ -267,7 +270,6 @@ type Bytes = Zeroizing<Vec<u8>>;
 /// The file's content, decoded.
 enum Content {
     Json(Zeroizing<Vec<u8>>),
-    #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
     Corrupt(String),
     Undecryptable(Error),
 }
@@ -351,6 +353,23 @@ impl Inner {
 
     fn decode(&self, bytes: Zeroizing<Vec<u8>>) -> Content {
         if crate::crypto::is_envelope(&bytes) {
+            match crate::crypto::shape(&bytes) {
+                crate::crypto::Shape::Sound => {}
+                // Truncated or impossible: damage, whatever the key (a wrong key cannot make an
+                // envelope shorter than its header).
+                crate::crypto::Shape::Damaged(reason) => {
+                    return Content::Corrupt(format!("damaged encrypted file: {reason}"));
+                }
+                crate::crypto::Shape::Newer(version) => {
+                    return Content::Undecryptable(Error::new(
+                        codes::CACHE_DECRYPTION_FAILED,
+                        format!(
+                            "the token cache file {} is encrypted in envelope version {version}, written by a newer fic-rs; it is left untouched",
+                            self.path.display()
+                        ),
+                    ));
+                }
+            }
             #[cfg(feature = "encryption")]
             if let Some(key) = &self.key {
                 return match crate::crypto::open(key, FILE_CONTEXT, &bytes) {
@@ -665,7 +684,10 @@ impl Inner {
                         entry.as_access_token().is_some()
                             && entry
                                 .expires_on()
-                                .is_some_and(|at| at + EXPIRED_ACCESS_TOKEN_GRACE < now)
+                                // Checked: an entry put with a far-future expiry must not
+                                // overflow (it is simply not expired).
+                                .and_then(|at| at.checked_add(EXPIRED_ACCESS_TOKEN_GRACE))
+                                .is_some_and(|stale_after| stale_after < now)
                             && !changes.iter().any(|(changed, _)| changed == *key)
                     })
                     .map(|(key, _)| key.clone()),

@@ -38,7 +38,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use fic_oauth_core::time::{from_unix_seconds, unix_seconds};
+use fic_oauth_core::time::{checked_from_unix_seconds, unix_seconds};
 use fic_oauth_core::{Account, Error, Secret, TokenType};
 use serde_json::{Map, Value};
 
@@ -269,9 +269,11 @@ fn time(map: &Map<String, Value>, name: &str) -> Result<Option<SystemTime>, Stri
         Some(Value::Number(n)) => n.as_u64(),
         Some(_) => None,
     };
-    seconds
-        .map(|s| Some(from_unix_seconds(s)))
-        .ok_or_else(|| format!("`{name}` is not a Unix time"))
+    let seconds = seconds.ok_or_else(|| format!("`{name}` is not a Unix time"))?;
+    // A time past year 9999 is damage, not a token: it would overflow `SystemTime` arithmetic.
+    checked_from_unix_seconds(seconds)
+        .map(Some)
+        .ok_or_else(|| format!("`{name}` is out of range"))
 }
 
 fn secret(map: &mut Map<String, Value>) -> Result<Secret, String> {
@@ -621,6 +623,7 @@ mod document {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fic_oauth_core::time::{from_unix_seconds, MAX_UNIX_SECONDS};
     use std::time::Duration;
 
     fn at(components: &[(&str, &str)], token_type: TokenType, kid: Option<&str>) -> CacheEntry {
@@ -728,6 +731,61 @@ mod tests {
                 "{}",
                 json.expose()
             );
+        }
+    }
+
+    #[test]
+    fn timestamps_out_of_range_are_format_errors_not_panics() {
+        let base = r#"{"environment":"e","client_id":"c","secret":"s","credential_type":"AccessToken",
+            "realm":"r","target":"t","cached_at":"1700000000","expires_on":"1700003600"}"#;
+        let field = |name: &str, value: &str| {
+            let json = if base.contains(&format!("\"{name}\"")) {
+                let start = base.find(&format!("\"{name}\":")).unwrap();
+                let end = start + base[start..].find(['}', ',']).unwrap();
+                format!("{}\"{name}\":{value}{}", &base[..start], &base[end..])
+            } else {
+                base.replace('}', &format!(",\"{name}\":{value}}}"))
+            };
+            assert!(json.contains(&format!("\"{name}\":{value}")), "{json}");
+            json
+        };
+        let max = MAX_UNIX_SECONDS.to_string();
+        let over = (MAX_UNIX_SECONDS + 1).to_string();
+        for name in [
+            "expires_on",
+            "cached_at",
+            "refresh_on",
+            "extended_expires_on",
+            "ext_expires_on",
+        ] {
+            for value in [
+                "\"18446744073709551615\"".to_string(),
+                "18446744073709551615".to_string(),
+                "\"9223372036854775808\"".to_string(),
+                format!("\"{over}\""),
+                over.clone(),
+            ] {
+                let json = field(name, &value);
+                // Redis values: an error, never a panic.
+                let err = entry_from_json(&json).unwrap_err();
+                assert_eq!(err.code(), &codes::CACHE_FORMAT, "{json}");
+                assert!(err.message().contains("out of range"), "{}", err.message());
+                assert!(parse_entry(&json, None).is_err(), "{json}");
+                // File entries: skipped (the document lists no entry for it).
+                assert!(parse_entry(&json, Some(ACCESS_TOKEN)).is_err(), "{json}");
+            }
+            // The latest accepted time reads, and survives arithmetic.
+            let json = field(name, &format!("\"{max}\""));
+            let Some(CacheEntry::AccessToken(at)) = entry_from_json(&json).unwrap() else {
+                panic!("not read: {json}")
+            };
+            let read = match name {
+                "expires_on" => Some(at.expires_on()),
+                "cached_at" => Some(at.cached_at()),
+                "refresh_on" => at.refresh_on(),
+                _ => at.extended_expires_on(),
+            };
+            assert_eq!(read.map(unix_seconds), Some(MAX_UNIX_SECONDS), "{name}");
         }
     }
 

@@ -47,7 +47,7 @@ pub use cache::{MemoryCache, TokenCache};
 pub use crypto::EncryptionKey;
 pub use engine::{
     AcquisitionEngine, EngineBuilder, FetchFuture, Lookup, DEFAULT_REFRESH_JITTER, EXPIRY_MARGIN,
-    REFRESH_RETRY_DELAY,
+    MAX_REFRESH_JITTER_FRACTION, REFRESH_RETRY_DELAY,
 };
 pub use entry::{CacheEntry, CachedAccessToken, CachedAccount, CachedIdToken, CachedRefreshToken};
 #[cfg(feature = "file")]

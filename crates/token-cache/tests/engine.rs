@@ -351,6 +351,62 @@ async fn proactive_refresh_runs_in_the_background() {
     );
 }
 
+/// With the default 5-minute jitter, a token whose `refresh_in` is 120 s is not due as soon as
+/// it is stored (the jitter is capped at a quarter of the interval: 30 s), and is due after
+/// `refresh_on`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_short_refresh_in_is_not_used_up_by_the_jitter() {
+    let clock = ManualClock::default();
+    let engine = AcquisitionEngine::builder(Arc::new(MemoryCache::new()))
+        .clock(Arc::new(clock.clone()))
+        .build();
+    // Many keys: each has its own jitter, spread over the default 5 minutes; uncapped, most
+    // would exceed 120 s.
+    let lookups: Vec<Lookup> = (0..40)
+        .map(|i| {
+            Lookup::new(AccessTokenKey::app(
+                "login.microsoftonline.com",
+                "cid",
+                "tid",
+                [format!("https://r{i}.example/.default")],
+            ))
+        })
+        .collect();
+    let sources: Vec<Source> = lookups
+        .iter()
+        .map(|_| {
+            Source::new(&clock).then(Ok(Reply {
+                lifetime: 3600,
+                refresh_in: Some(120),
+            }))
+        })
+        .collect();
+    let calls = |sources: &[Source]| sources.iter().map(Source::calls).collect::<Vec<_>>();
+    for (lookup, source) in lookups.iter().zip(&sources) {
+        engine.acquire(lookup, source.fetch()).await.unwrap();
+    }
+    // Hit right after being stored, and up to 90 s later (120 s minus at most 30 s): no refresh.
+    for step in [0, 45, 44] {
+        clock.advance(Duration::from_secs(step));
+        for (lookup, source) in lookups.iter().zip(&sources) {
+            let hit = engine.acquire(lookup, source.fetch()).await.unwrap();
+            assert_eq!(hit.source, TokenSource::Cache);
+            assert!(!engine.is_refreshing(lookup));
+            assert!(engine.try_hit(lookup).is_some(), "not due yet");
+        }
+        settle().await;
+        assert_eq!(calls(&sources), vec![1; 40], "refreshed too early");
+    }
+    // Past refresh_on: every key is refreshed once, in the background.
+    clock.advance(Duration::from_secs(32));
+    for (lookup, source) in lookups.iter().zip(&sources) {
+        let hit = engine.acquire(lookup, source.fetch()).await.unwrap();
+        assert_eq!(hit.token.expose(), "token-1", "the cached token is served");
+    }
+    settle().await;
+    assert_eq!(calls(&sources), vec![2; 40]);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_background_refresh_keeps_the_token_and_backs_off() {
     let clock = ManualClock::default();

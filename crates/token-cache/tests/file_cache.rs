@@ -318,6 +318,91 @@ async fn access_tokens_long_expired_are_dropped_on_the_next_write() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_with_out_of_range_timestamps_are_skipped_and_the_rest_loads() {
+    let dir = TempDir::new("huge-time");
+    let path = dir.join("cache.json");
+    let clock = ManualClock::at_unix(1_700_000_000);
+    let (good, good_entry) = access_token(&clock, "good", 3600);
+    let writer = cache(&path, &clock);
+    writer.put(good.clone(), good_entry.clone()).await.unwrap();
+    drop(writer);
+    // Another writer (or damage) leaves entries whose timestamps no SystemTime can hold.
+    let mut json = read_json(&path);
+    let good_value = json["AccessToken"][good.as_str()].clone();
+    let mut bad_entries = Vec::new();
+    for (i, field) in [
+        "expires_on",
+        "cached_at",
+        "refresh_on",
+        "extended_expires_on",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("-login.microsoftonline.com-accesstoken-cid-tid-bad{i}");
+        let mut value = good_value.as_object().unwrap().clone();
+        value.insert(field.into(), Value::from("18446744073709551615"));
+        value.insert("target".into(), Value::from(format!("bad{i}")));
+        bad_entries.push((key, Value::Object(value)));
+    }
+    for (key, value) in &bad_entries {
+        json["AccessToken"][key] = value.clone();
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+
+    let file = cache(&path, &clock);
+    // The good entry still loads; the file is not treated as corrupt.
+    assert_eq!(file.reload().await.unwrap(), 1);
+    assert_eq!(
+        file.get(&good).await.unwrap().as_deref(),
+        Some(&*good_entry)
+    );
+    for (key, _) in &bad_entries {
+        assert!(file.get(&CacheKey::new(key)).await.unwrap().is_none());
+    }
+    assert!(!dir.join("cache.json.corrupt-1700000000").exists());
+
+    // An entry put with an expiry near the end of SystemTime does not break pruning on the
+    // next writes either.
+    let (far, far_entry) = {
+        let parts = common::parts("far");
+        let token = fic_oauth_core::AccessToken::new(
+            Secret::new("far"),
+            TokenType::Bearer,
+            UNIX_EPOCH + Duration::from_secs(i64::MAX.unsigned_abs()),
+        );
+        (
+            parts.build(),
+            Arc::new(CacheEntry::AccessToken(
+                fic_token_cache::CachedAccessToken::from_token(parts, &token, clock.now()),
+            )),
+        )
+    };
+    file.put(far.clone(), far_entry).await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    let (later, later_entry) = access_token(&clock, "later", 3600);
+    file.put(later.clone(), later_entry.clone()).await.unwrap();
+    // Whatever cannot be read is kept in the file as it was.
+    let json = read_json(&path);
+    for (key, value) in &bad_entries {
+        assert_eq!(&json["AccessToken"][key], value, "{key}");
+    }
+    let fresh = cache(&path, &clock);
+    assert_eq!(
+        fresh.get(&good).await.unwrap().as_deref(),
+        Some(&*good_entry)
+    );
+    assert_eq!(
+        fresh.get(&later).await.unwrap().as_deref(),
+        Some(&*later_entry)
+    );
+    assert!(
+        fresh.get(&far).await.unwrap().is_none(),
+        "stored past year 9999: unreadable, skipped"
+    );
+}
+
 /// The child half of `two_processes_writing_at_once_lose_nothing`: does nothing unless started
 /// by it.
 #[test]
@@ -462,6 +547,55 @@ async fn a_writer_sets_aside_a_corrupt_file_it_finds() {
         fresh.get(&a).await.unwrap().is_none(),
         "lost with the corrupt file"
     );
+}
+
+/// An envelope cut below its header and tag (or of version 0) is damage, not a wrong key: set
+/// aside and replaced, even by a process with no key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structurally_damaged_envelope_is_set_aside_without_a_key() {
+    let clock = ManualClock::at_unix(1_700_000_000);
+    for damaged in [
+        &b"FICC"[..],
+        &b"FICC\x01"[..],
+        &b"FICC\x01\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b tag?"[..],
+        &b"FICC\x00 a version no fic-rs ever wrote, and enough bytes for a header and a tag"[..],
+    ] {
+        let dir = TempDir::new("damaged-envelope");
+        let path = dir.join("cache.json");
+        std::fs::write(&path, damaged).unwrap();
+        let file = cache(&path, &clock);
+        let (key, entry) = access_token(&clock, "s", 3600);
+        assert!(file.get(&key).await.unwrap().is_none(), "treated as empty");
+        assert_eq!(file.reload().await.unwrap(), 0);
+        let aside = dir.join("cache.json.corrupt-1700000000");
+        assert_eq!(std::fs::read(&aside).unwrap(), damaged);
+        file.put(key.clone(), entry.clone()).await.unwrap();
+        assert_eq!(
+            read_json(&path)["AccessToken"][key.as_str()]["credential_type"],
+            "AccessToken"
+        );
+    }
+}
+
+/// A newer envelope version is not this library's to judge: left untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_envelope_version_is_never_overwritten() {
+    let dir = TempDir::new("newer-envelope");
+    let path = dir.join("cache.json");
+    let clock = ManualClock::at_unix(1_700_000_000);
+    let newer = b"FICC\x02 written by a future fic-rs with a longer header than this one knows";
+    std::fs::write(&path, newer).unwrap();
+    let file = cache(&path, &clock);
+    let (key, entry) = access_token(&clock, "s", 3600);
+    let err = file.get(&key).await.unwrap_err();
+    assert_eq!(err.code(), &codes::CACHE_DECRYPTION_FAILED);
+    assert!(err.message().contains("version 2"), "{}", err.message());
+    assert_eq!(
+        file.put(key.clone(), entry).await.unwrap_err().code(),
+        &codes::CACHE_DECRYPTION_FAILED
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), newer);
+    assert!(!dir.join("cache.json.corrupt-1700000000").exists());
 }
 
 #[cfg(unix)]
@@ -679,6 +813,70 @@ mod encryption {
             assert_eq!(source.calls(), 1, "served from memory the second time");
         }
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_truncated_envelope_is_corrupt_but_a_bad_tag_is_a_wrong_key() {
+        let clock = ManualClock::at_unix(1_700_000_000);
+        let sealed = {
+            let dir = TempDir::new("sealed");
+            let path = dir.join("cache.json");
+            let file = encrypted(&path, &clock, [7; 32]);
+            let (key, entry) = access_token(&clock, "old", 3600);
+            file.put(key, entry).await.unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        assert!(sealed.len() > 33);
+
+        // Cut below the header and tag (5 + 12 + 16 bytes): corrupt, set aside, replaced.
+        for cut in [4, 5, 17, 32] {
+            let dir = TempDir::new("truncated");
+            let path = dir.join("cache.json");
+            std::fs::write(&path, &sealed[..cut]).unwrap();
+            let file = encrypted(&path, &clock, [7; 32]);
+            let (key, entry) = access_token(&clock, "s", 3600);
+            assert!(file.get(&key).await.unwrap().is_none(), "cut at {cut}");
+            assert_eq!(
+                std::fs::read(dir.join("cache.json.corrupt-1700000000")).unwrap(),
+                &sealed[..cut]
+            );
+            file.put(key.clone(), entry.clone()).await.unwrap();
+            assert_eq!(
+                encrypted(&path, &clock, [7; 32])
+                    .get(&key)
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(&*entry),
+                "cut at {cut}"
+            );
+        }
+
+        // Well-formed but the tag does not match (altered, cut past its header, or another
+        // key): the clear wrong-key error, and the file is never overwritten.
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        for bad in [
+            altered,
+            sealed[..sealed.len() - 1].to_vec(),
+            sealed[..33].to_vec(),
+        ] {
+            let dir = TempDir::new("bad-tag");
+            let path = dir.join("cache.json");
+            std::fs::write(&path, &bad).unwrap();
+            let file = encrypted(&path, &clock, [7; 32]);
+            let (key, entry) = access_token(&clock, "s", 3600);
+            assert_eq!(
+                file.get(&key).await.unwrap_err().code(),
+                &codes::CACHE_DECRYPTION_FAILED
+            );
+            assert_eq!(
+                file.put(key, entry).await.unwrap_err().code(),
+                &codes::CACHE_DECRYPTION_FAILED
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), bad, "not overwritten");
+            assert!(!dir.join("cache.json.corrupt-1700000000").exists());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
