@@ -1119,11 +1119,11 @@ impl Plan {
         match result {
             Ok(response) => {
                 span.record("outcome", "ok");
-                Ok(response.into_access_token(
-                    inner.clock.now(),
-                    self.request.scopes.clone(),
-                    binding,
-                ))
+                // An app token names no tenant of its own: it is the one asked for, as the
+                // cache realm says (so a fresh token and its cache hits agree).
+                Ok(response
+                    .with_tenant_fallback(self.authority.tenant())
+                    .into_access_token(inner.clock.now(), self.request.scopes.clone(), binding))
             }
             Err(error) => {
                 span.record("outcome", error.code().as_str());

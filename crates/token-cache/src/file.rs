@@ -4,11 +4,13 @@
 //!   `IdToken`, `Account`, `AppMetadata`, keys in the unified schema, entries as described in
 //!   [`format`](crate::format). Unknown top-level nodes, entries this library does not model and
 //!   unknown fields of entries it does not touch are written back byte for byte.
-//! - **Many processes**: every write takes an advisory lock on `<path>.lock` (waiting at most
+//! - **Many processes**: every write takes an advisory lock on `<path>.lockfile` (waiting at most
 //!   [`FileCacheBuilder::lock_timeout`]), re-reads the file, applies its one change and replaces
 //!   the file atomically (temporary file in the same directory, fsync, rename, fsync of the
 //!   directory), so concurrent writers lose nothing. Readers take no lock: a rename is atomic,
-//!   they see the old file or the new one.
+//!   they see the old file or the new one. The lock file's name is the one the MSAL extension
+//!   libraries (.NET, Python) lock beside their cache file, so a process of theirs writing the
+//!   same file waits for ours and ours for theirs (both use an exclusive `flock` on it).
 //! - **Reads are memory reads**: the file is parsed into an index when it changed (its length,
 //!   modification time or inode differ); within [`FileCacheBuilder::reload_interval`] of the last
 //!   look even that check is skipped and lookups are answered without IO
@@ -154,7 +156,7 @@ impl FileCacheBuilder {
     /// The cache. Nothing is read until the first lookup.
     pub fn build(self) -> FileCache {
         let mut lock_path = OsString::from(self.path.as_os_str());
-        lock_path.push(".lock");
+        lock_path.push(".lockfile");
         FileCache {
             inner: Arc::new(Inner {
                 path: self.path,
@@ -539,7 +541,7 @@ impl Inner {
             .map_err(|e| io_error("directory creation", &dir, &e))
     }
 
-    /// Takes the lock on `<path>.lock`, waiting at most `timeout`.
+    /// Takes the lock on `<path>.lockfile`, waiting at most `timeout`.
     fn lock_with(&self, timeout: Duration) -> Result<File, Error> {
         self.ensure_dir()?;
         let file = private(OpenOptions::new().read(true).write(true).create(true))
@@ -834,7 +836,7 @@ impl FileCache {
         &self.inner.path
     }
 
-    /// The lock file (`<path>.lock`).
+    /// The lock file (`<path>.lockfile`).
     pub fn lock_path(&self) -> &Path {
         &self.inner.lock_path
     }
