@@ -2,6 +2,7 @@
 //! silent renewal with refresh tokens, asserted from the emulator's log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use fic_emulator::{App, Emulator, Fault, FaultTarget, Tenant, User};
 use fic_flows::{AgentIdentity, ClientCredential, UserIdentifier};
 use fic_oauth_core::{ManualClock, Secret, TokenSource};
 use fic_tests::{jwt_payload, new_issued_identity, World, TENANT};
+use fic_token_cache::{AccessTokenKey, CacheEntry, MemoryCache, TokenCache};
 use uuid::Uuid;
 
 const BLUEPRINT: &str = "aab5089d-e764-47e3-9f28-cc11c2513821";
@@ -27,6 +29,11 @@ struct Setup {
 }
 
 async fn setup(clock: Option<ManualClock>) -> Setup {
+    setup_with(clock, None).await
+}
+
+/// The setup, with the blueprint (and so the agent) on `cache` when given.
+async fn setup_with(clock: Option<ManualClock>, cache: Option<Arc<dyn TokenCache>>) -> Setup {
     let (identity, ca) = new_issued_identity("blueprint.contoso.com");
     let mut builder = Emulator::builder()
         .app(
@@ -47,6 +54,9 @@ async fn setup(clock: Option<ManualClock>) -> Setup {
         blueprint = blueprint
             .clock(Arc::new(clock.clone()))
             .sleeper(Arc::new(clock.clone()));
+    }
+    if let Some(cache) = cache {
+        blueprint = blueprint.cache(cache);
     }
     let agent = AgentIdentity::new(blueprint.build().unwrap(), AGENT).unwrap();
     Setup { world, agent }
@@ -90,16 +100,29 @@ async fn three_legs_for_the_first_user_each_body_checked() {
 
     let t1 = s.agent.t1().await.unwrap();
     assert_eq!(t1.source, TokenSource::Cache);
+    assert_eq!(leg2.host, "login.microsoftonline.com");
     assert_eq!(leg2.form_value("client_id"), Some(AGENT));
+    assert_eq!(leg2.form_value("grant_type"), Some("client_credentials"));
+    assert_eq!(
+        leg2.form_value("client_assertion_type"),
+        Some(fic_oauth_core::request::JWT_BEARER)
+    );
     assert_eq!(leg2.form_value("client_assertion"), Some(t1.token.expose()));
     assert_eq!(leg2.form_value("scope"), Some(EXCHANGE));
     assert_eq!(leg2.form_value("fmi_path"), None);
+    assert_eq!(leg2.form_value("client_secret"), None);
 
     let t2 = s.agent.t2().await.unwrap();
     assert_eq!(t2.source, TokenSource::Cache);
+    assert_eq!(leg3.host, "login.microsoftonline.com");
     assert_eq!(leg3.form_value("grant_type"), Some("user_fic"));
     assert_eq!(leg3.form_value("client_id"), Some(AGENT));
+    assert_eq!(
+        leg3.form_value("client_assertion_type"),
+        Some(fic_oauth_core::request::JWT_BEARER)
+    );
     assert_eq!(leg3.form_value("client_assertion"), Some(t1.token.expose()));
+    assert_eq!(leg3.form_value("fmi_path"), None);
     assert_eq!(
         leg3.form_value("user_federated_identity_credential"),
         Some(t2.token.expose())
@@ -244,14 +267,35 @@ async fn an_expired_user_token_is_renewed_with_the_refresh_token() {
     let clock = ManualClock::new(std::time::SystemTime::now());
     let s = setup(Some(clock.clone())).await;
     s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    let first_t1 = s.agent.t1().await.unwrap();
+    assert_eq!(first_t1.source, TokenSource::Cache);
     clock.advance(Duration::from_secs(3600));
     let renewed = s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
     assert_eq!(renewed.source, TokenSource::IdentityProvider);
+    assert_eq!(jwt_payload(renewed.token.expose())["oid"], ALICE_OID);
     let last = s.world.emulator.log().last_token_request().unwrap();
     assert_eq!(last.form_value("grant_type"), Some("refresh_token"));
     assert_eq!(last.form_value("client_id"), Some(AGENT));
     assert!(last.form_value("refresh_token").is_some());
     assert_eq!(last.form_value("client_info"), Some("1"));
+    // The scope is augmented as for user_fic.
+    assert_eq!(
+        last.form_value("scope"),
+        Some("https://graph.microsoft.com/User.Read openid offline_access profile")
+    );
+    // The agent authenticates with the current T1: T1 had expired too, and was renewed first.
+    assert_eq!(
+        last.form_value("client_assertion_type"),
+        Some(fic_oauth_core::request::JWT_BEARER)
+    );
+    let current_t1 = s.agent.t1().await.unwrap();
+    assert_eq!(current_t1.source, TokenSource::Cache);
+    assert_ne!(current_t1.token.expose(), first_t1.token.expose());
+    assert_eq!(
+        last.form_value("client_assertion"),
+        Some(current_t1.token.expose())
+    );
+    assert_eq!(last.form_value("user_federated_identity_credential"), None);
     assert_eq!(
         s.world
             .emulator
@@ -300,12 +344,20 @@ async fn the_three_legs_by_hand() {
 #[tokio::test]
 async fn reserved_scopes_and_unknown_users_are_refused() {
     let s = setup(None).await;
-    let err = s
-        .agent
-        .user_token(["openid", USER_SCOPE], alice())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), &fic_oauth_core::ErrorCode::RESERVED_SCOPE);
+    for reserved in ["openid", "profile", "offline_access"] {
+        let err = s
+            .agent
+            .user_token([reserved, USER_SCOPE], alice())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), &fic_oauth_core::ErrorCode::RESERVED_SCOPE);
+    }
+    // Refused before anything is sent: neither T1 nor T2 nor user_fic.
+    assert_eq!(
+        s.world.token_requests(),
+        0,
+        "a reserved scope is refused locally"
+    );
     let err = s
         .agent
         .user_token(
@@ -447,4 +499,266 @@ async fn hits_carry_the_account_when_the_authority_names_the_tenant_by_domain() 
         again.id_token.as_ref().map(Secret::expose),
         first.id_token.as_ref().map(Secret::expose)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache: T2 under `credential_fmi_path`; app and user tokens, FMI paths and users never
+// cross.
+
+/// The lower-case extension hash of one component, as PROTOCOL §6 computes it.
+fn ext_hash_of(name: &str, value: &str) -> String {
+    fic_oauth_core::thumbprint::ext_hash(&BTreeMap::from([(name.to_owned(), value.to_owned())]))
+        .to_lowercase()
+}
+
+#[tokio::test]
+async fn t2_is_cached_under_the_credential_fmi_path_component() {
+    let cache = Arc::new(MemoryCache::new());
+    let s = setup_with(None, Some(cache.clone() as Arc<dyn TokenCache>)).await;
+    let t2 = s.agent.t2().await.unwrap();
+    assert_eq!(s.world.token_requests(), 2, "T1, then T2");
+    let t1 = s.agent.t1().await.unwrap();
+    assert_eq!(t1.source, TokenSource::Cache);
+
+    // Both are `atext` entries: T1 under the blueprint with `fmi_path`, T2 under the agent with
+    // `credential_fmi_path`, each with the hash of its one component.
+    let t1_key = format!(
+        "-login.microsoftonline.com-atext-{BLUEPRINT}-{TENANT}-{EXCHANGE}-{}",
+        ext_hash_of("fmi_path", AGENT)
+    )
+    .to_lowercase();
+    let t2_key = format!(
+        "-login.microsoftonline.com-atext-{AGENT}-{TENANT}-{EXCHANGE}-{}",
+        ext_hash_of("credential_fmi_path", AGENT)
+    )
+    .to_lowercase();
+    let mut keys: Vec<String> = cache
+        .entries()
+        .iter()
+        .map(|(key, _)| key.as_str().to_owned())
+        .collect();
+    keys.sort();
+    let mut expected = vec![t1_key.clone(), t2_key.clone()];
+    expected.sort();
+    assert_eq!(keys, expected);
+
+    let entry = cache
+        .get_entry(&fic_token_cache::CacheKey::new(&t2_key))
+        .expect("T2 is cached under its atext key");
+    let CacheEntry::AccessToken(stored) = &*entry else {
+        panic!("not an access token: {entry:?}");
+    };
+    assert_eq!(
+        stored.credential_type(),
+        fic_token_cache::CredentialType::AccessTokenExtended
+    );
+    assert_eq!(
+        stored.components(),
+        &BTreeMap::from([("credential_fmi_path".to_owned(), AGENT.to_owned())])
+    );
+    assert_eq!(stored.secret().expose(), t2.token.expose());
+    let entry = cache
+        .get_entry(&fic_token_cache::CacheKey::new(&t1_key))
+        .expect("T1 is cached under its atext key");
+    let CacheEntry::AccessToken(stored_t1) = &*entry else {
+        panic!("not an access token: {entry:?}");
+    };
+    assert_eq!(stored_t1.secret().expose(), t1.token.expose());
+
+    // A lookup without the component misses...
+    let bare = AccessTokenKey::app("login.microsoftonline.com", AGENT, TENANT, [EXCHANGE]).build();
+    assert!(cache.get_entry(&bare).is_none());
+    // ...and so does the agent's request for the same scope without the assertion's FMI path:
+    // it is sent, and cached under the plain key.
+    let plain = s
+        .agent
+        .agent()
+        .acquire_token_for_client([EXCHANGE])
+        .await
+        .unwrap();
+    assert_eq!(plain.source, TokenSource::IdentityProvider);
+    assert_ne!(plain.token.expose(), t2.token.expose());
+    assert_eq!(s.world.token_requests(), 3);
+    let entry = cache.get_entry(&bare).expect("cached without components");
+    let CacheEntry::AccessToken(stored_plain) = &*entry else {
+        panic!("not an access token: {entry:?}");
+    };
+    assert_eq!(stored_plain.secret().expose(), plain.token.expose());
+    assert!(stored_plain.components().is_empty());
+    // T2 is still served from its own entry.
+    let again = s.agent.t2().await.unwrap();
+    assert_eq!(again.source, TokenSource::Cache);
+    assert_eq!(again.token.expose(), t2.token.expose());
+    assert_eq!(s.world.token_requests(), 3);
+}
+
+#[tokio::test]
+async fn app_and_user_tokens_for_the_same_scope_never_cross_in_either_order() {
+    for app_first in [true, false] {
+        let s = setup(None).await;
+        let agent_oid = s.world.emulator.directory().app(AGENT).unwrap().object_id;
+        let (app, user) = if app_first {
+            let app = s.agent.app_token([GRAPH]).await.unwrap();
+            assert_eq!(s.world.token_requests(), 2, "T1, then the app token");
+            let user = s.agent.user_token([GRAPH], alice()).await.unwrap();
+            assert_eq!(user.source, TokenSource::IdentityProvider);
+            assert_eq!(
+                s.world.token_requests(),
+                4,
+                "T2, then user_fic: not the app token"
+            );
+            let last = s.world.emulator.log().last_token_request().unwrap();
+            assert_eq!(last.form_value("grant_type"), Some("user_fic"));
+            (app, user)
+        } else {
+            let user = s.agent.user_token([GRAPH], alice()).await.unwrap();
+            assert_eq!(s.world.token_requests(), 3, "T1, T2, user_fic");
+            let app = s.agent.app_token([GRAPH]).await.unwrap();
+            assert_eq!(app.source, TokenSource::IdentityProvider);
+            assert_eq!(s.world.token_requests(), 4, "the app token: not the user's");
+            let last = s.world.emulator.log().last_token_request().unwrap();
+            assert_eq!(last.form_value("grant_type"), Some("client_credentials"));
+            assert_eq!(last.form_value("client_id"), Some(AGENT));
+            assert_eq!(last.form_value("scope"), Some(GRAPH));
+            (app, user)
+        };
+        assert_ne!(app.token.expose(), user.token.expose());
+
+        // Both cached: each is served its own token, with no request.
+        let app_again = s.agent.app_token([GRAPH]).await.unwrap();
+        let user_again = s.agent.user_token([GRAPH], alice()).await.unwrap();
+        assert_eq!(s.world.token_requests(), 4, "app_first={app_first}");
+        assert_eq!(app_again.source, TokenSource::Cache);
+        assert_eq!(user_again.source, TokenSource::Cache);
+        assert_eq!(app_again.token.expose(), app.token.expose());
+        assert_eq!(user_again.token.expose(), user.token.expose());
+
+        for token in [&app, &app_again] {
+            let claims = jwt_payload(token.token.expose());
+            assert_eq!(claims["idtyp"], "app");
+            assert_eq!(claims["appid"], AGENT);
+            assert_eq!(claims["oid"], agent_oid.as_str());
+            assert_eq!(claims["sub"], agent_oid.as_str());
+            assert!(claims["scp"].is_null());
+            assert!(token.account.is_none());
+        }
+        for token in [&user, &user_again] {
+            let claims = jwt_payload(token.token.expose());
+            assert_eq!(claims["idtyp"], "user");
+            assert_eq!(claims["appid"], AGENT);
+            assert_eq!(claims["oid"], ALICE_OID);
+            assert_ne!(claims["sub"], agent_oid.as_str());
+            assert_eq!(claims["preferred_username"], ALICE);
+            assert_eq!(
+                token.account.as_ref().map(|a| a.home_account_id.as_str()),
+                Some(format!("{ALICE_OID}.{TENANT}").as_str())
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_fmi_paths_and_no_path_are_three_entries_for_one_scope() {
+    let s = setup(None).await;
+    let blueprint = s.agent.blueprint();
+    let blueprint_oid = s
+        .world
+        .emulator
+        .directory()
+        .app(BLUEPRINT)
+        .unwrap()
+        .object_id;
+    let acquire = |path: Option<&str>| {
+        let request = blueprint.acquire_token_for_client([EXCHANGE]);
+        match path {
+            Some(path) => request.with_fmi_path(path),
+            None => request,
+        }
+    };
+    let paths = [Some(AGENT), Some(OTHER_AGENT), None];
+    let mut tokens = Vec::new();
+    for path in paths {
+        let token = acquire(path).await.unwrap();
+        assert_eq!(token.source, TokenSource::IdentityProvider, "{path:?}");
+        tokens.push(token);
+    }
+    let requests = s.world.emulator.log().token_requests();
+    assert_eq!(requests.len(), 3, "one request each");
+    for (request, path) in requests.iter().zip(paths) {
+        assert_eq!(request.form_value("client_id"), Some(BLUEPRINT));
+        assert_eq!(request.form_value("scope"), Some(EXCHANGE));
+        assert_eq!(request.form_value("fmi_path"), path);
+    }
+    for (token, path) in tokens.iter().zip(paths) {
+        let claims = jwt_payload(token.token.expose());
+        assert_eq!(claims["appid"], BLUEPRINT);
+        if let Some(path) = path {
+            assert_eq!(claims["fmi_path"], path);
+            let sub = claims["sub"].as_str().unwrap();
+            assert!(sub.starts_with("/eid1/c/pub/t/"), "{sub}");
+            assert!(sub.ends_with(&format!("/{path}")), "{sub}");
+        } else {
+            assert!(claims["fmi_path"].is_null());
+            assert_eq!(claims["sub"], blueprint_oid.as_str());
+        }
+    }
+    let distinct: std::collections::HashSet<&str> =
+        tokens.iter().map(|t| t.token.expose()).collect();
+    assert_eq!(distinct.len(), 3);
+
+    // Each repeat is served its own token from the cache.
+    for (token, path) in tokens.iter().zip(paths) {
+        let again = acquire(path).await.unwrap();
+        assert_eq!(again.source, TokenSource::Cache, "{path:?}");
+        assert_eq!(again.token.expose(), token.token.expose(), "{path:?}");
+    }
+    assert_eq!(s.world.token_requests(), 3, "repeats send nothing");
+}
+
+#[tokio::test]
+async fn two_users_never_cross() {
+    let s = setup(None).await;
+    let bob = || UserIdentifier::Username("bob@contoso.com".into());
+    let a = s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    assert_eq!(s.world.token_requests(), 3, "T1, T2, user_fic");
+    let b = s.agent.user_token([USER_SCOPE], bob()).await.unwrap();
+    assert_eq!(b.source, TokenSource::IdentityProvider);
+    assert_eq!(
+        s.world.token_requests(),
+        4,
+        "user_fic for the new user only"
+    );
+    let last = s.world.emulator.log().last_token_request().unwrap();
+    assert_eq!(last.form_value("grant_type"), Some("user_fic"));
+    assert_eq!(last.form_value("username"), Some("bob@contoso.com"));
+    let a_again = s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    assert_eq!(a_again.source, TokenSource::Cache);
+    assert_eq!(s.world.token_requests(), 4, "alice again: no request");
+    let b_again = s
+        .agent
+        .user_token([USER_SCOPE], oid(BOB_OID))
+        .await
+        .unwrap();
+    assert_eq!(b_again.source, TokenSource::Cache);
+    assert_eq!(
+        s.world.token_requests(),
+        4,
+        "bob again (by object id): no request"
+    );
+
+    assert_ne!(a.token.expose(), b.token.expose());
+    assert_eq!(a_again.token.expose(), a.token.expose());
+    assert_eq!(b_again.token.expose(), b.token.expose());
+    for (token, user_oid) in [
+        (&a, ALICE_OID),
+        (&a_again, ALICE_OID),
+        (&b, BOB_OID),
+        (&b_again, BOB_OID),
+    ] {
+        assert_eq!(jwt_payload(token.token.expose())["oid"], user_oid);
+        assert_eq!(
+            token.account.as_ref().map(|a| a.home_account_id.as_str()),
+            Some(format!("{user_oid}.{TENANT}").as_str())
+        );
+    }
 }

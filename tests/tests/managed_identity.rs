@@ -779,8 +779,16 @@ async fn imds_v2_mints_a_certificate_and_binds_the_token_to_it() {
     let body = answer.json().unwrap();
     assert_eq!(body["bound"], true);
     assert_eq!(body["client_cert_thumbprint"], thumbprint);
+    // Without its certificate the library will not present the token; sent anyway (as
+    // Bearer, no TLS client certificate), the resource refuses it.
     let mut unbound = token.clone();
     unbound.binding = None;
+    let err = resource.get(VAULT_URL, &unbound).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        &fic_oauth_core::ErrorCode::MTLS_CERTIFICATE_NOT_PROVIDED
+    );
+    unbound.token_type = TokenType::Bearer;
     let answer = resource.get(VAULT_URL, &unbound).await.unwrap();
     assert_eq!(answer.status.as_u16(), 401);
 
@@ -984,6 +992,148 @@ async fn fic_user_assigned_identity_to_confidential_client_by_each_id() {
     }
 }
 
+/// Managed identity (Bearer, IMDS v1) as Leg 1; Leg 2 with a binding certificate: jwt-pop over
+/// mTLS to mtlsauth, `token_type=mtls_pop`, the token bound to that certificate (seed 000,
+/// scenarios 1 and 2 with `usePoP: true`).
+async fn fic_pop_with(world: &World, clock: &ManualClock, kind: &Kind, wire: Option<(&str, &str)>) {
+    world.emulator.log().clear();
+    let leg2_certificate = fic_tests::new_identity("leg2-binding");
+    // Leg 2's app has the binding certificate registered (the Leg-1 token is not bound, so the
+    // emulator accepts the TLS certificate only as a credential of the app).
+    world.emulator.directory().update_app(LEG2_APP, |app| {
+        app.certificates = App::new(LEG2_APP, TENANT)
+            .certificate(leg2_certificate.leaf_der().to_vec())
+            .certificates;
+    });
+    let binding = leg2_certificate.thumbprint_s256().to_owned();
+    let mi = Arc::new(
+        credential(world, clock, HashMap::new(), kind.id.clone())
+            .build()
+            .unwrap(),
+    );
+    let two_leg = TwoLeg::builder(mi.clone(), world.client(LEG2_APP))
+        .binding_certificate(leg2_certificate.clone())
+        .build()
+        .unwrap();
+    let token = two_leg
+        .acquire_token([GRAPH_SCOPE])
+        .with_mtls_pop()
+        .await
+        .unwrap();
+    assert_eq!(token.token_type, TokenType::MtlsPop);
+    assert_eq!(token.source, TokenSource::IdentityProvider);
+    assert_eq!(token.binding_thumbprint(), Some(binding.as_str()));
+    let claims = jwt_payload(token.token.expose());
+    assert_eq!(claims["cnf"]["x5t#S256"], binding.as_str(), "{:?}", kind.id);
+    assert_eq!(claims["appid"], LEG2_APP);
+    assert_eq!(claims["roles"][0], "Sites.Read.All");
+
+    // Leg 1: IMDS v1, Bearer, for the token-exchange audience.
+    let imds = world.emulator.log().route_requests(Route::Imds);
+    assert_eq!(imds.len(), 1, "{:?}", kind.id);
+    let mut expected = vec![("api-version", "2018-02-01"), ("resource", EXCHANGE)];
+    expected.extend(wire);
+    assert_eq!(imds[0].query_pairs(), pairs(&expected));
+    assert!(imds[0].client_cert_thumbprint.is_none());
+    let leg1 = mi
+        .get_token(
+            &["api://AzureADTokenExchange/.default"],
+            &TokenRequestOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(leg1.source, TokenSource::Cache);
+    assert_eq!(leg1.token_type, TokenType::Bearer);
+    let assertion = jwt_payload(leg1.token.expose());
+    assert_eq!(assertion["sub"], kind.object_id);
+    assert_eq!(assertion["aud"], EXCHANGE);
+    assert!(assertion["cnf"].is_null(), "Leg 1 is Bearer");
+
+    // Leg 2: client credentials over mTLS with the binding certificate, jwt-pop, the
+    // managed identity's token as the assertion.
+    let requests = world.emulator.log().token_requests();
+    assert_eq!(requests.len(), 1);
+    let leg2 = &requests[0];
+    assert_eq!(leg2.host, "mtlsauth.microsoft.com");
+    assert_eq!(leg2.sni.as_deref(), Some("mtlsauth.microsoft.com"));
+    assert_eq!(leg2.form_value("client_id"), Some(LEG2_APP));
+    assert_eq!(leg2.form_value("grant_type"), Some("client_credentials"));
+    assert_eq!(leg2.form_value("scope"), Some(GRAPH_SCOPE));
+    assert_eq!(leg2.form_value("token_type"), Some("mtls_pop"));
+    assert_eq!(
+        leg2.form_value("client_assertion_type"),
+        Some(fic_oauth_core::request::JWT_POP)
+    );
+    assert_eq!(
+        leg2.form_value("client_assertion"),
+        Some(leg1.token.expose())
+    );
+    assert_eq!(
+        leg2.client_cert_thumbprint.as_deref(),
+        Some(binding.as_str()),
+        "the TLS certificate the emulator saw is Leg 2's binding certificate"
+    );
+    assert_eq!(leg2.status, Some(200));
+
+    // Both legs cached; the resource accepts the token over the binding certificate.
+    let again = two_leg
+        .acquire_token([GRAPH_SCOPE])
+        .with_mtls_pop()
+        .await
+        .unwrap();
+    assert_eq!(again.source, TokenSource::Cache);
+    assert_eq!(again.binding_thumbprint(), Some(binding.as_str()));
+    assert_eq!(world.emulator.log().len(), 2);
+    let answer = ResourceClient::new(world.transport.clone())
+        .get("https://graph.microsoft.com/v1.0/sites", &token)
+        .await
+        .unwrap();
+    assert_eq!(answer.status.as_u16(), 200);
+    assert_eq!(answer.json().unwrap()["bound"], true);
+}
+
+#[tokio::test]
+async fn fic_system_assigned_identity_to_confidential_client_with_pop_on_leg2() {
+    let (world, clock) = world().await;
+    fic_pop_with(&world, &clock, &kinds()[0], None).await;
+}
+
+#[tokio::test]
+async fn fic_user_assigned_identity_by_client_id_to_confidential_client_with_pop_on_leg2() {
+    let (world, clock) = world().await;
+    fic_pop_with(
+        &world,
+        &clock,
+        &kinds()[1],
+        Some(("client_id", UAMI_CLIENT)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn fic_user_assigned_identity_by_resource_id_to_confidential_client_with_pop_on_leg2() {
+    let (world, clock) = world().await;
+    fic_pop_with(
+        &world,
+        &clock,
+        &kinds()[2],
+        Some(("msi_res_id", UAMI_RESOURCE)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn fic_user_assigned_identity_by_object_id_to_confidential_client_with_pop_on_leg2() {
+    let (world, clock) = world().await;
+    fic_pop_with(
+        &world,
+        &clock,
+        &kinds()[3],
+        Some(("object_id", UAMI_OBJECT)),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn fic_an_identity_without_a_federated_credential_is_refused() {
     let (world, clock) = world().await;
@@ -1039,11 +1189,34 @@ async fn fic_pop_on_both_legs_with_the_minted_certificate() {
         leg1.form_value("scope"),
         Some("api://AzureADTokenExchange/.default")
     );
+    assert_eq!(leg1.form_value("token_type"), Some("mtls_pop"));
+    assert_eq!(
+        leg1.client_cert_thumbprint.as_deref(),
+        Some(minted.thumbprint_s256())
+    );
     // Leg 2: jwt-pop over mTLS presenting the same certificate (the assertion's cnf).
+    assert_eq!(leg2.host, "mtlsauth.microsoft.com");
     assert_eq!(leg2.form_value("client_id"), Some(LEG2_APP));
+    assert_eq!(leg2.form_value("grant_type"), Some("client_credentials"));
+    assert_eq!(leg2.form_value("scope"), Some(GRAPH_SCOPE));
+    assert_eq!(leg2.form_value("token_type"), Some("mtls_pop"));
     assert_eq!(
         leg2.form_value("client_assertion_type"),
         Some(fic_oauth_core::request::JWT_POP)
+    );
+    // The assertion is exactly the identity's (bound) Leg-1 token, from its cache.
+    let leg1_token = mi
+        .get_token(
+            &["api://AzureADTokenExchange/.default"],
+            &TokenRequestOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(leg1_token.source, TokenSource::Cache);
+    assert_eq!(leg1_token.token_type, TokenType::MtlsPop);
+    assert_eq!(
+        leg2.form_value("client_assertion"),
+        Some(leg1_token.token.expose())
     );
     assert_eq!(
         leg2.client_cert_thumbprint.as_deref(),

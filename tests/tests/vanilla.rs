@@ -235,10 +235,28 @@ async fn the_resource_accepts_only_the_binding_certificate() {
         Some(cert.thumbprint_s256())
     );
 
+    // Without its certificate the library will not present a bound token; sent anyway (as
+    // Bearer, no TLS client certificate), the resource refuses it.
     let mut unbound = token.clone();
     unbound.binding = None;
+    let err = resource.get(VAULT_URL, &unbound).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        &fic_oauth_core::ErrorCode::MTLS_CERTIFICATE_NOT_PROVIDED
+    );
+    unbound.token_type = fic_oauth_core::TokenType::Bearer;
     let refused = resource.get(VAULT_URL, &unbound).await.unwrap();
     assert_eq!(refused.status, 401);
+    assert_eq!(
+        world
+            .emulator
+            .log()
+            .resource_requests()
+            .last()
+            .unwrap()
+            .client_cert_thumbprint,
+        None
+    );
     assert!(refused
         .www_authenticate()
         .unwrap()

@@ -3,24 +3,25 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 use fic_emulator::{
     App, Emulator, EmulatorHandle, FederatedCredential, LoggedRequest,
-    ManagedIdentity as EmulatedMi, Route, User,
+    ManagedIdentity as EmulatedMi, Resource, Route, User,
 };
 use fic_flows::{
-    AgentIdentity, ClientCredential, ConfidentialClient, RegionDetector, ResourceClient, TwoLeg,
-    UserIdentifier,
+    AgentIdentity, ClientCredential, ConfidentialClient, FicLeg1, FicLeg2, RegionDetector,
+    ResourceClient, TwoLeg, UserIdentifier,
 };
 use fic_managed_identity::{ManagedIdentity, ManagedIdentityId};
 use fic_mtls_transport::MtlsTransport;
 use fic_oauth_core::authority::RegionConfig;
 use fic_oauth_core::{
-    AccessToken, ClientIdentity, Error, ErrorCode, TokenCredential, TokenRequestOptions,
-    TokenSource, TokenType,
+    AccessToken, ClientIdentity, Clock, Error, ErrorCode, SystemClock, TokenCredential,
+    TokenRequestOptions, TokenSource, TokenType,
 };
 
 /// Options of `fic demo`.
@@ -40,9 +41,14 @@ const GRAPH_URL: &str = "https://graph.microsoft.com/v1.0/applications";
 const LEG2_APP: &str = "4c3b2a19-0817-4f6e-9d5c-4b3a29180706";
 const BLUEPRINT: &str = "aab5089d-e764-47e3-9f28-cc11c2513821";
 const AGENT: &str = "ab18ca07-d139-4840-8b3b-4be9610c6ed5";
+const OTHER_AGENT: &str = "cd29db18-e24a-4951-9c3c-5cf07d1e8f9a";
+/// An app no federated credential of the Leg-2 app names.
+const OUTSIDER_APP: &str = "9e8d7c6b-5a49-4f38-8e27-d1c0b9a89786";
 const ALICE: &str = "alice@fic-demo.example";
 const ALICE_OID: &str = "00000000-0000-4000-8000-00000000a11c";
 const BOB_OID: &str = "00000000-0000-4000-8000-000000000b0b";
+const CAROL: &str = "carol@fic-demo.example";
+const CAROL_OID: &str = "00000000-0000-4000-8000-0000000ca201";
 const USER_SCOPE: &str = "https://graph.microsoft.com/User.Read";
 const ME_URL: &str = "https://graph.microsoft.com/v1.0/me";
 const SAMI_CLIENT: &str = "5d4c3b2a-1908-4f7e-8d6c-00000000c11e";
@@ -51,6 +57,9 @@ const UAMI_CLIENT: &str = "6e5d4c3b-2a19-4f8e-9d7c-00000000c11e";
 const UAMI_OBJECT: &str = "6e5d4c3b-2a19-4f8e-9d7c-00000000b0b1";
 const UAMI_RESOURCE: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/fic-demo/providers/Microsoft.ManagedIdentity/userAssignedIdentities/fic-demo-uami";
 const EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
+const EXCHANGE_SCOPE: &str = "api://AzureADTokenExchange/.default";
+/// An audience the Leg-2 app trusts Leg 1 for, which is not the token-exchange audience.
+const OTHER_AUDIENCE: &str = "api://fic-demo-other";
 
 /// One line of the summary.
 struct Row {
@@ -84,8 +93,51 @@ fn check(condition: bool, what: impl Into<String>) -> Result<(), String> {
     }
 }
 
+/// An expected refusal, shown as a passing row: `result` must be an error `expected` accepts
+/// (`what` names what must not have been accepted).
+fn refusal(
+    result: Result<AccessToken, Error>,
+    what: &str,
+    expected: impl FnOnce(&Error) -> bool,
+) -> StepResult {
+    match result {
+        Ok(_) => Err(format!("{what} was accepted")),
+        Err(error) if expected(&error) => {
+            let code = error.aadsts().map_or_else(
+                || error.code().to_string(),
+                |n| format!("{} AADSTS{n}", error.code()),
+            );
+            Ok((None, "-".into(), format!("refused: {code}")))
+        }
+        Err(error) => Err(format!("unexpected error {error}")),
+    }
+}
+
+/// The emulator's clock: the system clock, moved ahead while a step needs the identity provider
+/// to see a token as expired.
+#[derive(Clone, Debug, Default)]
+struct ShiftedClock {
+    ahead_secs: Arc<AtomicU64>,
+}
+
+impl ShiftedClock {
+    fn set_ahead(&self, by: Duration) {
+        self.ahead_secs.store(by.as_secs(), Ordering::Relaxed);
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> SystemTime {
+        let now = SystemClock.now();
+        now.checked_add(Duration::from_secs(self.ahead_secs.load(Ordering::Relaxed)))
+            .unwrap_or(now)
+    }
+}
+
 struct Demo {
     emulator: EmulatorHandle,
+    /// The emulator's clock.
+    clock: ShiftedClock,
     transport: Arc<MtlsTransport>,
     certificate: ClientIdentity,
     other_certificate: ClientIdentity,
@@ -201,13 +253,44 @@ async fn refused_with(d: &Demo, binding: Option<ClientIdentity>, note: &str) -> 
         .with_mtls_pop()
         .await
         .map_err(|e| e.to_string())?;
-    token.binding = binding;
+    let Some(binding) = binding else {
+        refused_without_binding(d, VAULT_URL, &token).await?;
+        return Ok((Some(token), "401 (refused, as it must)".into(), note.into()));
+    };
+    token.binding = Some(binding);
     let (status, _) = d.resource(VAULT_URL, &token).await?;
     check(
         status == 401,
         format!("the resource answered {status}, expected 401"),
     )?;
     Ok((Some(token), "401 (refused, as it must)".into(), note.into()))
+}
+
+/// A bound token without its certificate: the library will not present it
+/// (`mtls_certificate_not_provided`), and sent anyway (as Bearer, no TLS client certificate)
+/// the resource refuses it.
+async fn refused_without_binding(d: &Demo, url: &str, token: &AccessToken) -> Result<(), String> {
+    let mut unbound = token.clone();
+    unbound.binding = None;
+    match ResourceClient::new(d.transport.clone())
+        .get(url, &unbound)
+        .await
+    {
+        Err(e) if e.code() == &ErrorCode::MTLS_CERTIFICATE_NOT_PROVIDED => {}
+        Err(e) => return Err(format!("unexpected error {e}")),
+        Ok(answer) => {
+            return Err(format!(
+                "a bound token was presented without its certificate (the resource answered {})",
+                answer.status
+            ))
+        }
+    }
+    unbound.token_type = TokenType::Bearer;
+    let (status, _) = d.resource(url, &unbound).await?;
+    check(
+        status == 401,
+        format!("without the certificate the resource answered {status}, expected 401"),
+    )
 }
 
 async fn vanilla_pop(demo: &Demo, region: Option<&str>) -> StepResult {
@@ -272,15 +355,24 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
         .roles(["Secrets.Read"]);
     let leg1_subject = app.object_id.clone();
     let issuer = format!("https://login.microsoftonline.com/{TENANT}/v2.0");
+    let clock = ShiftedClock::default();
     let emulator = Emulator::builder()
+        .clock(Arc::new(clock.clone()))
         .app(app)
+        .app(App::new(OUTSIDER_APP, TENANT).secret("outsider-secret-value"))
         .app(
             App::new(LEG2_APP, TENANT)
                 .certificate(leg2_certificate.leaf_der().to_vec())
                 .federated_credential(FederatedCredential::new(
                     issuer.clone(),
-                    leg1_subject,
+                    leg1_subject.clone(),
                     EXCHANGE_AUDIENCE,
+                ))
+                // Trust for another audience than the token-exchange one: refused (7002206).
+                .federated_credential(FederatedCredential::new(
+                    issuer.clone(),
+                    leg1_subject,
+                    OTHER_AUDIENCE,
                 ))
                 // The host's managed identities may be Leg 1 too.
                 .federated_credential(FederatedCredential::new(
@@ -308,10 +400,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
         .app(
             App::new(BLUEPRINT, TENANT)
                 .subject_issuer("blueprint.fic-demo.example", blueprint_ca)
-                .agents([AGENT]),
+                .agents([AGENT, OTHER_AGENT]),
         )
+        .resource(Resource::new(OTHER_AUDIENCE))
         .user(User::new(ALICE, ALICE_OID, TENANT))
         .user(User::new("bob@fic-demo.example", BOB_OID, TENANT))
+        .user(User::new(CAROL, CAROL_OID, TENANT))
         .imds_location("westus3")
         .start()
         .await
@@ -334,6 +428,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
 
     let mut demo = Demo {
         emulator,
+        clock,
         transport,
         certificate,
         other_certificate,
@@ -466,25 +561,17 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
                 .client_secret("not-the-secret")
                 .build()
                 .map_err(|e| e.to_string())?;
-            match client.acquire_token_for_client([GRAPH_SCOPE]).await {
-                Ok(_) => Err("a wrong secret was accepted".into()),
-                Err(error) => {
-                    check(
-                        error.aadsts() == Some(7_000_215),
-                        format!("unexpected error {error}"),
-                    )?;
-                    Ok((
-                        None,
-                        "-".into(),
-                        format!("{} AADSTS{}", error.code(), 7_000_215),
-                    ))
-                }
-            }
+            refusal(
+                client.acquire_token_for_client([GRAPH_SCOPE]).await,
+                "a wrong secret",
+                |e| e.aadsts() == Some(7_000_215),
+            )
         }
     );
 
     fic_steps(&mut demo, &leg2_certificate).await;
-    managed_identity_steps(&mut demo).await;
+    fic_refusal_steps(&mut demo).await;
+    managed_identity_steps(&mut demo, &leg2_certificate).await;
     agent_steps(&mut demo, blueprint_certificate).await;
 
     cache_steps(&mut demo).await;
@@ -636,6 +723,112 @@ async fn fic_steps(demo: &mut Demo, leg2_certificate: &ClientIdentity) {
     });
 }
 
+/// The expected refusals of FIC two-leg.
+async fn fic_refusal_steps(demo: &mut Demo) {
+    step!(demo, "FIC refused: wrong audience", |d| async move {
+        let leg1 = Arc::new(
+            d.client()
+                .certificate(d.certificate.clone())
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        let two_leg = TwoLeg::builder(leg1, d.client_for(LEG2_APP))
+            .exchange_audience(OTHER_AUDIENCE)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let row = refusal(
+            two_leg.acquire_token([GRAPH_SCOPE]).await,
+            "an assertion for another audience",
+            |e| e.aadsts() == Some(7_002_206),
+        )?;
+        let leg2 = d.last_token_request()?;
+        check(
+            leg2.form_value("client_id") == Some(LEG2_APP) && leg2.status == Some(401),
+            "Leg 2 was not sent and refused",
+        )?;
+        Ok((row.0, row.1, format!("{} (aud {OTHER_AUDIENCE})", row.2)))
+    });
+
+    step!(
+        demo,
+        "FIC refused: no matching federated cred.",
+        |d| async move {
+            // Leg 1 is an app the Leg-2 app has no federated credential for.
+            let leg1 = Arc::new(
+                d.client_for(OUTSIDER_APP)
+                    .client_secret("outsider-secret-value")
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+            let two_leg = TwoLeg::builder(leg1, d.client_for(LEG2_APP))
+                .build()
+                .map_err(|e| e.to_string())?;
+            refusal(
+                two_leg.acquire_token([GRAPH_SCOPE]).await,
+                "an untrusted subject",
+                |e| e.aadsts() == Some(700_213),
+            )
+        }
+    );
+
+    step!(demo, "FIC refused: expired assertion", |d| async move {
+        let leg1 = Arc::new(
+            d.client()
+                .certificate(d.certificate.clone())
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        let assertion = FicLeg1::new(leg1)
+            .acquire_assertion()
+            .await
+            .map_err(|e| e.to_string())?;
+        let leg2 = FicLeg2::new(d.client_for(LEG2_APP)).map_err(|e| e.to_string())?;
+        let exchange = leg2
+            .exchange(&assertion, [GRAPH_SCOPE])
+            .map_err(|e| e.to_string())?;
+        // Two hours later at the identity provider: the Leg-1 token (1 h) has expired.
+        d.clock.set_ahead(Duration::from_secs(2 * 3600));
+        let result = exchange.await;
+        d.clock.set_ahead(Duration::ZERO);
+        refusal(result, "an expired assertion", |e| {
+            e.aadsts() == Some(700_024)
+        })
+    });
+
+    step!(
+        demo,
+        "FIC refused: Leg-2 PoP, no certificate",
+        |d| async move {
+            let leg1 = Arc::new(
+                d.client()
+                    .certificate(d.certificate.clone())
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+            let two_leg = TwoLeg::builder(leg1, d.client_for(LEG2_APP))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let before = d
+                .emulator
+                .log()
+                .count(|r| r.form_value("client_id") == Some(LEG2_APP));
+            let row = refusal(
+                two_leg.acquire_token([GRAPH_SCOPE]).with_mtls_pop().await,
+                "PoP without a certificate",
+                |e| e.code() == &ErrorCode::MTLS_CERTIFICATE_NOT_PROVIDED,
+            )?;
+            check(
+                d.emulator
+                    .log()
+                    .count(|r| r.form_value("client_id") == Some(LEG2_APP))
+                    == before,
+                "Leg 2 was sent",
+            )?;
+            Ok((row.0, row.1, format!("{} (nothing sent)", row.2)))
+        }
+    );
+}
+
 /// A managed identity credential of this (emulated) VM: IMDS at 169.254.169.254 through the
 /// demo transport, no environment variables, no Azure Arc agent.
 fn managed_identity(
@@ -654,7 +847,7 @@ fn managed_identity(
 }
 
 /// Managed identity: IMDS (Bearer), IMDSv2 (mTLS PoP), and as Leg 1 of FIC.
-async fn managed_identity_steps(demo: &mut Demo) {
+async fn managed_identity_steps(demo: &mut Demo, leg2_certificate: &ClientIdentity) {
     step!(demo, "managed identity (IMDS), Bearer", |d| async move {
         d.emulator.log().clear();
         let mi = managed_identity(d, ManagedIdentityId::SystemAssigned, false)?;
@@ -724,13 +917,7 @@ async fn managed_identity_steps(demo: &mut Demo) {
                 body["bound"] == true,
                 "the resource did not see a bound token",
             )?;
-            let mut unbound = token.clone();
-            unbound.binding = None;
-            let (refused, _) = d.resource(VAULT_URL, &unbound).await?;
-            check(
-                refused == 401,
-                format!("without the certificate the resource answered {refused}"),
-            )?;
+            refused_without_binding(d, VAULT_URL, &token).await?;
             Ok((
                 Some(token),
                 format!("{status} (bound)"),
@@ -739,70 +926,141 @@ async fn managed_identity_steps(demo: &mut Demo) {
         }
     );
 
+    // FIC with the VM's identities as Leg 1 (Bearer): Leg 2 Bearer for each kind of id, and
+    // with mTLS PoP on Leg 2 (the seed's `usePoP: true`).
     let cases = [
         (
             "FIC two-leg: SAMI → CC",
             ManagedIdentityId::SystemAssigned,
             SAMI_OBJECT,
+            false,
         ),
         (
-            "FIC two-leg: UAMI → CC",
+            "FIC two-leg: UAMI (client id) → CC",
             ManagedIdentityId::ClientId(UAMI_CLIENT.into()),
             UAMI_OBJECT,
+            false,
+        ),
+        (
+            "FIC two-leg: UAMI (resource id) → CC",
+            ManagedIdentityId::ResourceId(UAMI_RESOURCE.into()),
+            UAMI_OBJECT,
+            false,
+        ),
+        (
+            "FIC two-leg: UAMI (object id) → CC",
+            ManagedIdentityId::ObjectId(UAMI_OBJECT.into()),
+            UAMI_OBJECT,
+            false,
+        ),
+        (
+            "FIC two-leg: SAMI → CC (PoP on Leg 2)",
+            ManagedIdentityId::SystemAssigned,
+            SAMI_OBJECT,
+            true,
+        ),
+        (
+            "FIC two-leg: UAMI → CC (PoP on Leg 2)",
+            ManagedIdentityId::ClientId(UAMI_CLIENT.into()),
+            UAMI_OBJECT,
+            true,
         ),
     ];
-    for (flow, id, object_id) in cases {
-        step!(demo, flow, |d| async move {
-            d.emulator.log().clear();
-            let mi = Arc::new(managed_identity(d, id, false)?);
-            let two_leg = TwoLeg::builder(mi.clone(), d.client_for(LEG2_APP))
-                .build()
-                .map_err(|e| e.to_string())?;
-            let token = two_leg
-                .acquire_token([GRAPH_SCOPE])
-                .await
-                .map_err(|e| e.to_string())?;
-            let imds = d.emulator.log().route_requests(Route::Imds);
-            check(
-                imds.len() == 1
-                    && imds[0].query_value("resource").as_deref() == Some(EXCHANGE_AUDIENCE),
-                "Leg 1 did not ask IMDS for the token-exchange audience",
-            )?;
-            let leg1 = mi
-                .get_token(
-                    &["api://AzureADTokenExchange/.default"],
-                    &TokenRequestOptions::default(),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let leg2 = d.last_token_request()?;
-            check(
-                leg2.form_value("client_assertion") == Some(leg1.token.expose()),
-                "Leg 2's client_assertion is not the managed identity's token",
-            )?;
-            check(
-                leg2.form_value("client_id") == Some(LEG2_APP),
-                "Leg 2 is not the app",
-            )?;
-            let (status, _) = d.resource(GRAPH_URL, &token).await?;
-            check(status == 200, format!("the resource answered {status}"))?;
-            Ok((
-                Some(token),
-                status.to_string(),
-                format!("MI {}… token as client_assertion", &object_id[..8]),
-            ))
-        });
+    for (flow, id, object_id, pop) in cases {
+        let binding = pop.then(|| leg2_certificate.clone());
+        step!(demo, flow, |d| mi_two_leg(d, id, object_id, binding));
     }
+}
+
+/// FIC two-leg with the managed identity `id` (object id `object_id`) as Leg 1, Bearer; Leg 2
+/// Bearer, or mTLS PoP with `binding` (jwt-pop to mtlsauth, bound to that certificate).
+async fn mi_two_leg(
+    d: &Demo,
+    id: ManagedIdentityId,
+    object_id: &str,
+    binding: Option<ClientIdentity>,
+) -> StepResult {
+    d.emulator.log().clear();
+    let mi = Arc::new(managed_identity(d, id, false)?);
+    let mut builder = TwoLeg::builder(mi.clone(), d.client_for(LEG2_APP));
+    if let Some(binding) = &binding {
+        builder = builder.binding_certificate(binding.clone());
+    }
+    let two_leg = builder.build().map_err(|e| e.to_string())?;
+    let request = two_leg.acquire_token([GRAPH_SCOPE]);
+    let token = if binding.is_some() {
+        request.with_mtls_pop().await
+    } else {
+        request.await
+    }
+    .map_err(|e| e.to_string())?;
+    let imds = d.emulator.log().route_requests(Route::Imds);
+    check(
+        imds.len() == 1 && imds[0].query_value("resource").as_deref() == Some(EXCHANGE_AUDIENCE),
+        "Leg 1 did not ask IMDS for the token-exchange audience",
+    )?;
+    let leg1 = mi
+        .get_token(&[EXCHANGE_SCOPE], &TokenRequestOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    check(leg1.token_type == TokenType::Bearer, "Leg 1 was not Bearer")?;
+    let leg2 = d.last_token_request()?;
+    check(
+        leg2.form_value("client_assertion") == Some(leg1.token.expose()),
+        "Leg 2's client_assertion is not the managed identity's token",
+    )?;
+    check(
+        leg2.form_value("client_id") == Some(LEG2_APP),
+        "Leg 2 is not the app",
+    )?;
+    let note = format!("MI {}… token as client_assertion", &object_id[..8]);
+    let Some(binding) = binding else {
+        check(
+            leg2.form_value("client_assertion_type") == Some(fic_oauth_core::request::JWT_BEARER),
+            "Leg 2 did not send jwt-bearer",
+        )?;
+        check(token.token_type == TokenType::Bearer, "not a Bearer token")?;
+        let (status, _) = d.resource(GRAPH_URL, &token).await?;
+        check(status == 200, format!("the resource answered {status}"))?;
+        return Ok((Some(token), status.to_string(), note));
+    };
+    let thumbprint = binding.thumbprint_s256();
+    check(
+        leg2.host == "mtlsauth.microsoft.com",
+        format!("Leg 2 went to {}", leg2.host),
+    )?;
+    check(
+        leg2.form_value("client_assertion_type") == Some(fic_oauth_core::request::JWT_POP),
+        "Leg 2 did not send jwt-pop",
+    )?;
+    check(
+        leg2.form_value("token_type") == Some("mtls_pop"),
+        "no token_type=mtls_pop",
+    )?;
+    check(
+        leg2.client_cert_thumbprint.as_deref() == Some(thumbprint),
+        "Leg 2's TLS certificate was not the binding certificate",
+    )?;
+    check(
+        token.token_type == TokenType::MtlsPop && token.binding_thumbprint() == Some(thumbprint),
+        "not an mtls_pop token bound to the Leg-2 certificate",
+    )?;
+    let (status, body) = d.resource(GRAPH_URL, &token).await?;
+    check(status == 200, format!("the resource answered {status}"))?;
+    check(
+        body["bound"] == true,
+        "the resource did not see a bound token",
+    )?;
+    Ok((
+        Some(token),
+        format!("{status} (bound)"),
+        format!("{note}, jwt-pop"),
+    ))
 }
 
 /// FMI / agent identity and user_fic.
 async fn agent_steps(demo: &mut Demo, blueprint_certificate: ClientIdentity) {
-    let agent = demo
-        .client_for(BLUEPRINT)
-        .credential(ClientCredential::certificate_with_x5c(
-            blueprint_certificate,
-        ))
-        .build()
+    let agent = blueprint(demo, &blueprint_certificate)
         .and_then(|blueprint| AgentIdentity::new(blueprint, AGENT));
     let agent = match agent {
         Ok(agent) => agent,
@@ -812,26 +1070,45 @@ async fn agent_steps(demo: &mut Demo, blueprint_certificate: ClientIdentity) {
         }
     };
     let a = &agent;
+    let alice = || UserIdentifier::Username(ALICE.into());
     step!(
         demo,
         "agent for a user: first user (3 requests)",
         |d| async move {
             let before = d.token_requests();
             let token = a
-                .user_token([USER_SCOPE], UserIdentifier::Username(ALICE.into()))
+                .user_token([USER_SCOPE], alice())
                 .await
                 .map_err(|e| e.to_string())?;
             check(
                 d.token_requests() == before + 3,
                 format!("{} requests", d.token_requests() - before),
             )?;
-            let last = d.last_token_request()?;
+            let requests = d.emulator.log().token_requests();
+            let legs = &requests[before..];
+            let t1 = a.t1().await.map_err(|e| e.to_string())?;
+            let t2 = a.t2().await.map_err(|e| e.to_string())?;
             check(
-                last.form_value("grant_type") == Some("user_fic"),
-                "the last leg was not user_fic",
+                legs[0].form_value("client_id") == Some(BLUEPRINT)
+                    && legs[0].form_value("fmi_path") == Some(AGENT),
+                "Leg 1 was not the blueprint with fmi_path",
+            )?;
+            check(
+                legs[1].form_value("client_id") == Some(AGENT)
+                    && legs[1].form_value("client_assertion") == Some(t1.token.expose()),
+                "Leg 2 was not the agent with T1",
+            )?;
+            check(
+                legs[2].form_value("grant_type") == Some("user_fic")
+                    && legs[2].form_value("client_assertion") == Some(t1.token.expose())
+                    && legs[2].form_value("user_federated_identity_credential")
+                        == Some(t2.token.expose())
+                    && legs[2].form_value("username") == Some(ALICE),
+                "Leg 3 was not user_fic with T1 and T2",
             )?;
             let (status, body) = d.resource(ME_URL, &token).await?;
             check(status == 200, format!("the resource answered {status}"))?;
+            check(body["oid"] == ALICE_OID, "the resource saw another user")?;
             Ok((
                 Some(token),
                 status.to_string(),
@@ -842,6 +1119,16 @@ async fn agent_steps(demo: &mut Demo, blueprint_certificate: ClientIdentity) {
             ))
         }
     );
+    step!(demo, "agent for a user: same user again", |d| async move {
+        let before = d.token_requests();
+        let token = a
+            .user_token([USER_SCOPE], alice())
+            .await
+            .map_err(|e| e.to_string())?;
+        check(d.token_requests() == before, "a request was sent")?;
+        check(token.source == TokenSource::Cache, "not from the cache")?;
+        Ok((Some(token), "-".into(), "0 requests".into()))
+    });
     step!(
         demo,
         "agent for a user: same user by object id",
@@ -871,11 +1158,50 @@ async fn agent_steps(demo: &mut Demo, blueprint_certificate: ClientIdentity) {
                 d.token_requests() == before + 1,
                 "expected exactly one request",
             )?;
+            let (status, body) = d.resource(ME_URL, &token).await?;
+            check(status == 200, format!("the resource answered {status}"))?;
+            check(body["oid"] == BOB_OID, "the resource saw another user")?;
             Ok((
                 Some(token),
-                "-".into(),
+                status.to_string(),
                 "user_fic only; T1 and T2 cached".into(),
             ))
+        }
+    );
+    step!(demo, "agent for a user: force refresh", |d| async move {
+        let before = d.token_requests();
+        let token = a
+            .user_token([USER_SCOPE], alice())
+            .with_force_refresh(true)
+            .await
+            .map_err(|e| e.to_string())?;
+        check(
+            d.token_requests() == before + 1,
+            "expected exactly one request",
+        )?;
+        check(
+            d.last_token_request()?.form_value("grant_type") == Some("user_fic"),
+            "not a user_fic request",
+        )?;
+        Ok((
+            Some(token),
+            "-".into(),
+            "1 request: user_fic; T1, T2 cached".into(),
+        ))
+    });
+    step!(
+        demo,
+        "agent for a user: expired → refresh_token",
+        |d| async move {
+            // Short-lived user tokens for this step: one is stale (under 5 minutes left) as soon
+            // as it arrives, so the next call renews it with the refresh token.
+            let previous = d.emulator.settings().access_token_lifetime;
+            d.emulator
+                .update_settings(|s| s.access_token_lifetime = Duration::from_secs(120));
+            let result = renew_with_refresh_token(d, a).await;
+            d.emulator
+                .update_settings(|s| s.access_token_lifetime = previous);
+            result
         }
     );
     step!(demo, "agent, app-only", |d| async move {
@@ -883,14 +1209,172 @@ async fn agent_steps(demo: &mut Demo, blueprint_certificate: ClientIdentity) {
             .app_token([GRAPH_SCOPE])
             .await
             .map_err(|e| e.to_string())?;
-        let (status, _) = d.resource(GRAPH_URL, &token).await?;
+        let (status, body) = d.resource(GRAPH_URL, &token).await?;
         check(status == 200, format!("the resource answered {status}"))?;
+        check(
+            body["idtyp"] == "app" && body["appid"] == AGENT,
+            "the resource did not see the agent's app-only token",
+        )?;
         Ok((
             Some(token),
             status.to_string(),
             "client_assertion = T1".into(),
         ))
     });
+    step!(demo, "agent: two FMI paths, two T1s", |d| async move {
+        let other =
+            AgentIdentity::new(a.blueprint().clone(), OTHER_AGENT).map_err(|e| e.to_string())?;
+        let before = d.token_requests();
+        let other_t1 = other.t1().await.map_err(|e| e.to_string())?;
+        check(
+            d.token_requests() == before + 1
+                && d.last_token_request()?.form_value("fmi_path") == Some(OTHER_AGENT),
+            "the other agent's T1 was not one request with its fmi_path",
+        )?;
+        let t1 = a.t1().await.map_err(|e| e.to_string())?;
+        check(
+            t1.source == TokenSource::Cache && d.token_requests() == before + 1,
+            "the first agent's T1 was not served from the cache",
+        )?;
+        check(
+            t1.token.expose() != other_t1.token.expose(),
+            "the two agents got the same T1",
+        )?;
+        Ok((
+            Some(other_t1),
+            "-".into(),
+            "1 request; the first agent's T1 cached".into(),
+        ))
+    });
+    let certificate = blueprint_certificate.clone();
+    step!(demo, "agent: the three legs by hand", |d| {
+        legs_by_hand(d, certificate)
+    });
+    step!(
+        demo,
+        "agent for a user: reserved scope refused",
+        |d| async move {
+            // A fresh agent (nothing cached): the scope is refused before T1 or T2 is fetched.
+            let fresh = blueprint(d, &blueprint_certificate)
+                .and_then(|blueprint| AgentIdentity::new(blueprint, AGENT))
+                .map_err(|e| e.to_string())?;
+            let before = d.token_requests();
+            let row = refusal(
+                fresh.user_token(["openid", USER_SCOPE], alice()).await,
+                "a reserved scope",
+                |e| e.code() == &ErrorCode::RESERVED_SCOPE,
+            )?;
+            check(d.token_requests() == before, "a request was sent")?;
+            Ok((row.0, row.1, format!("{} (nothing sent)", row.2)))
+        }
+    );
+}
+
+/// The blueprint's client: its certificate sends `x5c` (SN+I), a cache of its own.
+fn blueprint(demo: &Demo, certificate: &ClientIdentity) -> Result<ConfidentialClient, Error> {
+    demo.client_for(BLUEPRINT)
+        .credential(ClientCredential::certificate_with_x5c(certificate.clone()))
+        .build()
+}
+
+/// A new user (one `user_fic` request) whose token is stale at once, then asked for again: one
+/// `refresh_token` request, authenticated with the current T1.
+async fn renew_with_refresh_token(d: &Demo, a: &AgentIdentity) -> StepResult {
+    let carol = || UserIdentifier::Username(CAROL.into());
+    let before = d.token_requests();
+    a.user_token([USER_SCOPE], carol())
+        .await
+        .map_err(|e| e.to_string())?;
+    check(
+        d.token_requests() == before + 1,
+        "the new user was not one user_fic request",
+    )?;
+    let token = a
+        .user_token([USER_SCOPE], carol())
+        .await
+        .map_err(|e| e.to_string())?;
+    check(
+        d.token_requests() == before + 2,
+        "the renewal was not exactly one request",
+    )?;
+    let last = d.last_token_request()?;
+    let t1 = a.t1().await.map_err(|e| e.to_string())?;
+    check(
+        last.form_value("grant_type") == Some("refresh_token")
+            && last.form_value("refresh_token").is_some(),
+        "not a refresh_token request",
+    )?;
+    check(
+        last.form_value("client_assertion") == Some(t1.token.expose()),
+        "the renewal was not authenticated with T1",
+    )?;
+    check(
+        last.form_value("scope")
+            == Some("https://graph.microsoft.com/User.Read openid offline_access profile"),
+        "the scope was not augmented",
+    )?;
+    check(
+        token.source == TokenSource::IdentityProvider,
+        "not a new token",
+    )?;
+    Ok((
+        Some(token),
+        "-".into(),
+        "1 refresh_token request, no user_fic".into(),
+    ))
+}
+
+/// The three legs by hand, on a fresh blueprint client: T1 (blueprint, `fmi_path`), T2 (the
+/// agent with T1 as its assertion), then `user_fic` with T1 and T2.
+async fn legs_by_hand(d: &Demo, certificate: ClientIdentity) -> StepResult {
+    let blueprint = blueprint(d, &certificate).map_err(|e| e.to_string())?;
+    let before = d.token_requests();
+    let t1 = blueprint
+        .acquire_token_for_client([EXCHANGE_SCOPE])
+        .with_fmi_path(AGENT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let assertion =
+        fic_assertion::StaticAssertion::new(t1.token.clone()).map_err(|e| e.to_string())?;
+    let agent = blueprint
+        .for_client(AGENT, ClientCredential::assertion(assertion))
+        .map_err(|e| e.to_string())?;
+    let t2 = agent
+        .acquire_token_for_client([EXCHANGE_SCOPE])
+        .await
+        .map_err(|e| e.to_string())?;
+    let user = UserIdentifier::from_parts(None, Some(ALICE_OID)).map_err(|e| e.to_string())?;
+    let token = agent
+        .acquire_token_by_user_fic([USER_SCOPE], user, t2.token.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let requests = d.emulator.log().token_requests();
+    check(requests.len() == before + 3, "expected three requests")?;
+    let legs = &requests[before..];
+    check(
+        legs[0].form_value("fmi_path") == Some(AGENT),
+        "T1 was not asked with fmi_path",
+    )?;
+    check(
+        legs[1].form_value("client_id") == Some(AGENT)
+            && legs[1].form_value("client_assertion") == Some(t1.token.expose()),
+        "T2 was not asked with T1",
+    )?;
+    check(
+        legs[2].form_value("grant_type") == Some("user_fic")
+            && legs[2].form_value("client_assertion") == Some(t1.token.expose())
+            && legs[2].form_value("user_federated_identity_credential") == Some(t2.token.expose())
+            && legs[2].form_value("user_id") == Some(ALICE_OID),
+        "user_fic was not sent with T1, T2 and the user's object id",
+    )?;
+    let (status, body) = d.resource(ME_URL, &token).await?;
+    check(status == 200, format!("the resource answered {status}"))?;
+    check(body["oid"] == ALICE_OID, "the resource saw another user")?;
+    Ok((
+        Some(token),
+        status.to_string(),
+        "T1 → T2 → user_fic, by hand".into(),
+    ))
 }
 
 /// A redis-server for the demo: `REDIS_URL` when set, else one started on a free loopback port
