@@ -139,11 +139,16 @@ impl Lookup {
 
 type Flight = OnceCell<Result<AccessToken, Error>>;
 
+/// What makes two misses one flight: the key, the binding (`kid`), and whether it is a forced
+/// refresh.
+type FlightKey = (CacheKey, Option<String>, bool);
+
 #[derive(Default)]
 struct State {
-    /// In-flight fetches by key and binding (`kid`): callers bound to different certificates
-    /// never share a fetch.
-    flights: HashMap<(CacheKey, Option<String>), Arc<Flight>>,
+    /// In-flight fetches by key, binding (`kid`) and forced-or-not: callers bound to different
+    /// certificates never share a fetch, nor does a forced refresh share one that may answer
+    /// from the cache.
+    flights: HashMap<FlightKey, Arc<Flight>>,
     refreshing: HashSet<CacheKey, KeyHasher>,
     /// Key → the time before which no request is sent, and the error to give meanwhile.
     throttled: HashMap<CacheKey, (SystemTime, Error), KeyHasher>,
@@ -443,7 +448,13 @@ impl AcquisitionEngine {
     where
         F: Fn() -> FetchFuture + Send + Sync,
     {
-        let flight_key = (lookup.key.clone(), lookup.kid().map(str::to_string));
+        // A forced refresh never joins a flight that may answer from the cache (and the
+        // reverse): its callers asked for a new token.
+        let flight_key = (
+            lookup.key.clone(),
+            lookup.kid().map(str::to_string),
+            !recheck,
+        );
         let flight = Arc::clone(
             self.state()
                 .flights

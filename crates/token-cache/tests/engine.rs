@@ -677,3 +677,45 @@ async fn callers_bound_to_different_certificates_never_share_a_fetch() {
     assert_eq!(first.binding_thumbprint(), Some(cert1.thumbprint_s256()));
     assert_eq!(second.binding_thumbprint(), Some(cert2.thumbprint_s256()));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_forced_refresh_never_joins_a_flight_that_may_answer_from_the_cache() {
+    let clock = ManualClock::default();
+    let (engine, _) = engine(&clock);
+    let gate = Arc::new(Semaphore::new(0));
+    let mut source = Source::new(&clock);
+    source.gate = Some(gate.clone());
+    // A normal miss is in flight...
+    let normal = {
+        let (engine, fetch) = (engine.clone(), source.fetch());
+        tokio::spawn(async move { engine.acquire(&lookup(), fetch).await })
+    };
+    settle().await;
+    assert_eq!(source.calls(), 1);
+    // ...a forced refresh makes its own request, and forced callers share theirs.
+    let forced: Vec<_> = (0..3)
+        .map(|_| {
+            let (engine, fetch) = (engine.clone(), source.fetch());
+            tokio::spawn(async move {
+                engine
+                    .acquire(&lookup().with_force_refresh(true), fetch)
+                    .await
+            })
+        })
+        .collect();
+    settle().await;
+    assert_eq!(
+        source.calls(),
+        2,
+        "one forced flight besides the normal one"
+    );
+    gate.add_permits(10);
+    assert_eq!(normal.await.unwrap().unwrap().token.expose(), "token-1");
+    for task in forced {
+        let token = task.await.unwrap().unwrap();
+        assert_eq!(
+            (token.token.expose(), token.source),
+            ("token-2", TokenSource::IdentityProvider)
+        );
+    }
+}
