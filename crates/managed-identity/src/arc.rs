@@ -6,9 +6,15 @@
 //! `.` or `..` segment, a `.key` file whose directory is the agent's token directory. The file
 //! is then opened once, without following a symbolic link (`O_NOFOLLOW`) and without blocking
 //! on a FIFO, and the *opened* file is checked (a regular file, at most 4096 bytes, the very
-//! file that sits in the token directory under that name) before it is read from the same
-//! handle. There is no window between check and read for a swapped file to slip through
-//! (CVE-2024-35255).
+//! file that sits in the token directory under that name, with no other hard link) before it
+//! is read from the same handle. There is no window between check and read for a swapped file
+//! to slip through (CVE-2024-35255).
+//!
+//! On Linux the kernel's name for the opened file (`/proc/self/fd`) must also be in the token
+//! directory, which catches a parent directory swapped for a symbolic link between resolving the
+//! directory and opening the file. Other Unix systems lack that check: closing it there needs
+//! `openat` relative to a directory handle, which this crate cannot call without `unsafe` (and
+//! the Azure Connected Machine agent runs on Linux and Windows only).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -177,6 +183,17 @@ fn read_key_file(
     if !opened.file_type().is_file() {
         return Err(rejected(path, "the file is not a regular file"));
     }
+    // A hard link in the token directory to a file elsewhere passes every check by name; the
+    // agent's own files have exactly one link.
+    if opened.nlink() != 1 {
+        return Err(rejected(
+            path,
+            &format!(
+                "the file has {} hard links (it may be a link to a file outside the token directory)",
+                opened.nlink()
+            ),
+        ));
+    }
     if opened.len() > MAX_KEY_FILE_BYTES {
         return Err(too_large(path, opened.len()));
     }
@@ -222,6 +239,8 @@ fn check_opened_location(file: &std::fs::File, directory: &Path, path: &Path) ->
     }
 }
 
+/// Elsewhere there is no safe way to name an opened file (macOS's `F_GETPATH` and `openat`
+/// need `unsafe`); the device, inode and link-count checks stand alone.
 #[cfg(all(unix, not(target_os = "linux")))]
 #[allow(clippy::unnecessary_wraps)]
 fn check_opened_location(_: &std::fs::File, _: &Path, _: &Path) -> Result<(), Error> {
@@ -272,6 +291,29 @@ mod tests {
         assert_eq!(
             challenge_path(None).unwrap_err().code(),
             &codes::AZURE_ARC_CHALLENGE_MISSING
+        );
+    }
+
+    /// The kernel's name of the opened file decides: a file opened in another directory (as
+    /// after a parent directory swapped for a link) is refused.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn opened_file_must_be_in_the_token_directory() {
+        let tokens = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let inside = tokens.path().join("a.key");
+        let outside = elsewhere.path().join("a.key");
+        std::fs::write(&inside, "x").unwrap();
+        std::fs::write(&outside, "x").unwrap();
+        let directory = std::fs::canonicalize(tokens.path()).unwrap();
+        let file = std::fs::File::open(&inside).unwrap();
+        assert!(check_opened_location(&file, &directory, &inside).is_ok());
+        let file = std::fs::File::open(&outside).unwrap();
+        let err = check_opened_location(&file, &directory, &inside).unwrap_err();
+        assert_eq!(err.code(), &codes::AZURE_ARC_KEY_PATH_REJECTED);
+        assert!(
+            err.message().contains("not in the token directory"),
+            "{err}"
         );
     }
 

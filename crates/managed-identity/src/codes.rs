@@ -46,6 +46,11 @@ pub const EXACTLY_ONE_SCOPE_EXPECTED: ErrorCode =
 /// IMDS answered 404 to `getplatformmetadata`: this VM has no IMDSv2, so no mTLS PoP.
 pub const MTLS_POP_TOKEN_NOT_SUPPORTED_IN_IMDS_V1: ErrorCode =
     ErrorCode::from_static("mtls_pop_token_not_supported_in_imds_v1");
+/// mTLS PoP (IMDSv2) was asked of a build without a crypto backend: the binding key is made
+/// and used by ring or aws-lc-rs, so enable the `ring` or `aws-lc-rs` feature. Returned by the
+/// token request, before anything is sent.
+pub const CRYPTO_PROVIDER_NOT_ENABLED: ErrorCode =
+    ErrorCode::from_static("crypto_provider_not_enabled");
 
 /// Azure Arc answered 401 without a `WWW-Authenticate` header.
 pub const AZURE_ARC_CHALLENGE_MISSING: ErrorCode =
@@ -54,7 +59,8 @@ pub const AZURE_ARC_CHALLENGE_MISSING: ErrorCode =
 pub const AZURE_ARC_CHALLENGE_MALFORMED: ErrorCode =
     ErrorCode::from_static("azure_arc_challenge_malformed");
 /// The challenge names a file that is not a `.key` file directly in the agent's token
-/// directory (wrong extension, another directory, `..`, a symbolic link, not a regular file).
+/// directory (wrong extension, another directory, `..`, a symbolic link, a hard link, not a
+/// regular file).
 pub const AZURE_ARC_KEY_PATH_REJECTED: ErrorCode =
     ErrorCode::from_static("azure_arc_key_path_rejected");
 /// The challenge file is larger than 4096 bytes.

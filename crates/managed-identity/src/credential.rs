@@ -149,15 +149,24 @@ impl ManagedIdentityBuilder {
     /// `CN=<clientId>, DC=<tenantId>` (RSASSA-PSS, SHA-256, salt 32) to `issuecredential`,
     /// and asks `{mtls_authentication_endpoint}/{tenant}/oauth2/v2.0/token` for
     /// `token_type=mtls_pop` over mTLS with the issued certificate. The certificate and key are
-    /// reused until 24 h before the certificate expires; `invalid_client` or a failed TLS
-    /// handshake mints a new one and retries once. A host without IMDSv2 answers 404:
+    /// reused until 24 h before the certificate expires; `invalid_client`, a failed TLS
+    /// handshake or a connection reset during the token request mints a new one and retries
+    /// once. A host without IMDSv2 answers 404:
     /// `mtls_pop_token_not_supported_in_imds_v1`.
+    ///
+    /// The certificate is held in a process-wide store keyed by the identity (kind and value),
+    /// the attestation flag and how IMDS is reached (the default transport, or the instance
+    /// given to [`transport`](Self::transport)): every credential of the process with the same
+    /// key uses, and re-mints, the same certificate. The store holds it only while a credential
+    /// using it is alive.
     ///
     /// The key is a software key held only in memory, on every OS (MSAL.NET requires a
     /// Windows KeyGuard key): generated with the `rsa` crate, then used through
     /// `fic-assertion`'s `SoftwareKey` (ring or aws-lc-rs). Our copies of the key are zeroized
     /// on drop; ring's internal key structure is not (aws-lc-rs clears its own). Attestation
-    /// (`attestation_token`) is not supported.
+    /// (`attestation_token`) is not supported. In a build without the `ring` and `aws-lc-rs`
+    /// features every token request fails with `crypto_provider_not_enabled` before anything
+    /// is sent.
     #[must_use]
     pub fn mtls_pop(mut self, enabled: bool) -> Self {
         self.mtls_pop = enabled;
@@ -199,6 +208,12 @@ impl ManagedIdentityBuilder {
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let sleeper = self.sleeper.unwrap_or_else(|| Arc::new(TokioSleeper));
+        // Which network IMDSv2 is reached through, for sharing minted certificates: the given
+        // transport instance, or none (the default transport reaches the real IMDS).
+        let transport_scope = self
+            .transport
+            .as_ref()
+            .map(|transport| Arc::as_ptr(transport).cast::<()>().addr());
         let transport: Arc<dyn HttpTransport> = match self.transport {
             Some(transport) => transport,
             None => Arc::new(MtlsTransport::new()?),
@@ -222,7 +237,7 @@ impl ManagedIdentityBuilder {
         };
         let imds_v2 = self
             .mtls_pop
-            .then(|| ImdsV2::new(sender.clone(), self.id.clone()));
+            .then(|| ImdsV2::new(sender.clone(), self.id.clone(), transport_scope));
         Ok(ManagedIdentity {
             inner: Arc::new(Inner {
                 config,
@@ -249,7 +264,10 @@ impl ManagedIdentityBuilder {
 /// with the token type (see [`cache_key`](Self::cache_key)); mtls_pop entries also carry the
 /// binding certificate's `kid`, so PoP and Bearer tokens never serve each other.
 ///
-/// Clones share the cache state and the IMDSv2 binding certificate.
+/// Clones share the cache state and the IMDSv2 binding certificate. Separately built
+/// credentials for the same identity share the binding certificate too (one is minted per
+/// process, as MSAL does) when they use the default transport or the same transport instance;
+/// with the same engine they then also share their mtls_pop tokens.
 #[derive(Clone)]
 pub struct ManagedIdentity {
     inner: Arc<Inner>,
@@ -327,6 +345,9 @@ impl ManagedIdentity {
     /// use std::collections::HashMap;
     /// use fic_managed_identity::ManagedIdentity;
     ///
+    /// # // Without the crypto features the default transport uses the process-default provider.
+    /// # #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+    /// # let _ = rustls::crypto::ring::default_provider().install_default();
     /// let credential = ManagedIdentity::builder()
     ///     .environment(HashMap::new())
     ///     .arc_agent_path("/nonexistent")

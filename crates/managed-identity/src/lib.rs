@@ -15,11 +15,45 @@
 //!
 //! Every request carries `resource` (the scope without one trailing `/.default`) and, for a
 //! user-assigned identity, the source's own parameter (see [`ManagedIdentityId`]).
+//!
+//! ## Place in the workspace
+//!
+//! `oauth-core ← {mtls-transport, assertion, token-cache} ← managed-identity ← fic-flows ← cli`:
+//! this crate builds on `fic-oauth-core`'s wire types, `fic-mtls-transport` (the default
+//! transport, with which IMDSv2 tokens are requested over mTLS), `fic-assertion` (the software
+//! key and certificate of the IMDSv2 binding) and `fic-token-cache` (the acquisition engine);
+//! `fic-flows` uses a [`ManagedIdentity`] as Leg 1 of the FIC flows, and the CLI uses both.
+//!
+//! ## mTLS PoP (IMDSv2)
+//!
 //! IMDS also serves **mTLS PoP** tokens through IMDSv2 ([`ManagedIdentityBuilder::mtls_pop`]):
-//! a certificate is minted for a fresh in-memory RSA key and the token is requested from Entra
-//! ID over mTLS with it. MSAL.NET does this only on Windows with a KeyGuard key; fic-rs does it
-//! on every OS with a software key held in memory only and zeroized when dropped (PROTOCOL §5,
-//! Decision; see the IMDSv2 notes on [`ManagedIdentityBuilder::mtls_pop`]).
+//! a certificate is minted for a fresh RSA-2048 key and the token is requested from Entra ID
+//! over mTLS with it. MSAL.NET does this only on Windows with a KeyGuard key; fic-rs does it
+//! on **every OS with a software key held in memory only** (never written to disk; PROTOCOL §5,
+//! Decision). The key is generated with the `rsa` crate (its key and PKCS#8 document are
+//! zeroized on drop) and used through `fic-assertion`'s `SoftwareKey`, which keeps its PKCS#8
+//! copy in a zeroizing buffer. The signatures are made by the crypto backend, which keeps a
+//! copy of its own: **with aws-lc-rs that copy is cleared when freed; with ring it is not**
+//! (ring's `RsaKeyPair` does not zeroize its private key on drop). The certificate and key
+//! are shared by every credential of the process for the same identity (see
+//! [`ManagedIdentityBuilder::mtls_pop`]) and dropped with the last of them.
+//!
+//! ## Features
+//!
+//! | feature | what it does |
+//! |---|---|
+//! | `ring` (default) | rustls, the default transports and the IMDSv2 binding key use ring |
+//! | `aws-lc-rs` | the same with aws-lc-rs (ring wins when both are on) |
+//!
+//! With neither, everything but mTLS PoP works: the sources need no local cryptography (the
+//! Service Fabric pin is a SHA-1 over the server's certificate, computed by the `sha1` crate),
+//! and TLS uses the process-default rustls `CryptoProvider` (install one, or pass transports
+//! built with one, e.g. `MtlsTransport::builder().crypto_provider(…)` and
+//! [`ServiceFabricTransport::builder`](service_fabric::ServiceFabricTransport::builder)`(…).crypto_provider(…)`;
+//! otherwise building the default transport fails with `invalid_argument`). A credential
+//! built with [`mtls_pop(true)`](ManagedIdentityBuilder::mtls_pop) then fails each token
+//! request with [`codes::CRYPTO_PROVIDER_NOT_ENABLED`], before anything is sent: the binding
+//! key can only be made and used by ring or aws-lc-rs.
 //!
 //! Retries follow PROTOCOL §4 with the injected [`Sleeper`](fic_oauth_core::Sleeper): IMDS
 //! 1, 2, 4 s (10 s × 7 after a first 410); the other sources 3 × max(1 s, `Retry-After`);
@@ -98,10 +132,6 @@
 //! `tracing` events carry sources, hosts, paths, statuses, delays and certificate thumbprints
 //! only.
 #![deny(missing_docs)]
-#![cfg_attr(not(any(feature = "ring", feature = "aws-lc-rs")), allow(unused))]
-
-#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
-compile_error!("fic-managed-identity needs the `ring` or the `aws-lc-rs` feature");
 
 mod arc;
 pub mod codes;

@@ -16,6 +16,9 @@
 //! use fic_managed_identity::service_fabric::ServiceFabricTransport;
 //!
 //! # fn main() -> Result<(), fic_oauth_core::Error> {
+//! # // Without the crypto features the transport uses the process-default provider.
+//! # #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+//! # let _ = rustls::crypto::ring::default_provider().install_default();
 //! let transport = ServiceFabricTransport::builder("3A:5B:62:1C:D8:8E:47:0F:9A:6B:2D:4E:5F:70:81:92:A3:B4:C5:D6")
 //!     .timeout(std::time::Duration::from_secs(20))
 //!     .build()?;

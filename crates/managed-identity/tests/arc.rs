@@ -223,6 +223,66 @@ async fn symlink_escape() {
     assert_refused(result, &transport, &codes::AZURE_ARC_KEY_PATH_REJECTED);
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn hard_link_to_a_file_elsewhere_is_refused() {
+    let setup = Setup::new();
+    let outside = setup.outside.path().join("victim.key");
+    std::fs::write(&outside, SECRET).unwrap();
+    let link = setup.tokens.path().join("linked.key");
+    std::fs::hard_link(&outside, &link).unwrap();
+    let (result, transport) = run(&setup, realm(&link)).await;
+    let err = assert_refused(result, &transport, &codes::AZURE_ARC_KEY_PATH_REJECTED);
+    assert!(err.message().contains("2 hard links"), "{err}");
+    // Once the outside name is gone, the same file is the agent's own again.
+    std::fs::remove_file(&outside).unwrap();
+    let (result, transport) = run(&setup, realm(&link)).await;
+    assert_eq!(result.unwrap().token.expose(), "arc-token");
+    assert_eq!(
+        transport.requests()[1].header("authorization"),
+        Some(format!("Basic {SECRET}"))
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_token_directory_reached_through_a_symbolic_link() {
+    // The configured directory is a link to the real one: the file is opened (and checked) in
+    // the real directory, whichever of the two names the challenge uses.
+    let setup = Setup::new();
+    let path = setup.token_file("via-link.key", SECRET.as_bytes());
+    let link = setup.outside.path().join("tokens-link");
+    std::os::unix::fs::symlink(setup.tokens.path(), &link).unwrap();
+    for named in [link.join("via-link.key"), path] {
+        let transport = FakeTransport::new();
+        transport.reply_with(challenge(realm(&named).as_deref()));
+        transport.reply(200, &token_body("arc-token"));
+        let credential = builder(
+            &transport,
+            &ManualClock::at_unix(NOW),
+            env(&[("IDENTITY_ENDPOINT", ARC_ENDPOINT), ("IMDS_ENDPOINT", "x")]),
+        )
+        .arc_token_directory(&link)
+        .build()
+        .unwrap();
+        let token = credential
+            .get_token(&[ARM], &TokenRequestOptions::default())
+            .await;
+        assert_eq!(token.unwrap().token.expose(), "arc-token", "{named:?}");
+        assert_eq!(
+            transport.requests()[1].header("authorization"),
+            Some(format!("Basic {SECRET}"))
+        );
+    }
+    // A directory link inside the token directory does not make a file elsewhere "directly in"
+    // it.
+    std::fs::write(setup.outside.path().join("far.key"), SECRET).unwrap();
+    let inner = setup.tokens.path().join("inner");
+    std::os::unix::fs::symlink(setup.outside.path(), &inner).unwrap();
+    let (result, transport) = run(&setup, realm(&inner.join("far.key"))).await;
+    assert_refused(result, &transport, &codes::AZURE_ARC_KEY_PATH_REJECTED);
+}
+
 #[tokio::test]
 async fn oversized_file() {
     let setup = Setup::new();

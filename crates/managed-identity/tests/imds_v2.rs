@@ -1,5 +1,7 @@
 //! IMDSv2 mTLS PoP against a scripted IMDS that parses and verifies the CSR and issues a real
-//! certificate for its key.
+//! certificate for its key. The binding key needs a crypto backend: without one, see
+//! `emulator.rs` for the error.
+#![cfg(any(feature = "ring", feature = "aws-lc-rs"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -13,7 +15,8 @@ use bytes::Bytes;
 use fic_managed_identity::{codes, ManagedIdentity, ManagedIdentityId};
 use fic_oauth_core::time::unix_seconds;
 use fic_oauth_core::{
-    ErrorCode, KeyKind, ManualClock, TokenCredential, TokenRequestOptions, TokenSource, TokenType,
+    ErrorCode, HttpTransport, KeyKind, ManualClock, TokenCredential, TokenRequestOptions,
+    TokenSource, TokenType,
 };
 use support::*;
 use x509_parser::certification_request::X509CertificationRequest;
@@ -172,6 +175,19 @@ impl Fake {
             .mtls_pop(true)
             .build()
             .unwrap()
+    }
+
+    /// A credential on `transport` (one instance shared by the credentials given it).
+    fn credential_on(
+        &self,
+        transport: &Arc<dyn HttpTransport>,
+        clock: &ManualClock,
+        id: ManagedIdentityId,
+    ) -> fic_managed_identity::ManagedIdentityBuilder {
+        builder(&self.transport, clock, env(&[]))
+            .transport(Arc::clone(transport))
+            .id(id)
+            .mtls_pop(true)
     }
 
     fn metadata(&self) -> &Self {
@@ -451,6 +467,91 @@ async fn tls_handshake_failure_mints_a_new_certificate() {
     assert_eq!(fake.csr_count(), 2);
 }
 
+/// What hyper does with an I/O failure: its own error, the I/O error as its source.
+#[derive(Debug)]
+struct Hyperish(std::io::Error);
+
+impl std::fmt::Display for Hyperish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("error reading a body from connection")
+    }
+}
+
+impl std::error::Error for Hyperish {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// The transport's error for an exchange that failed with `io` (as fic-mtls-transport
+/// classifies a connection reset: `transport_error`, the cause as its source).
+fn transport_error(io: std::io::Error) -> fic_oauth_core::Error {
+    fic_oauth_core::Error::new(
+        ErrorCode::TRANSPORT,
+        "request to https://westus3.mtlsauth.microsoft.com:443 failed",
+    )
+    .with_source(Hyperish(io))
+}
+
+#[tokio::test]
+async fn connection_reset_mints_a_new_certificate() {
+    use std::io::{Error as IoError, ErrorKind};
+    // The reset directly under the transport's error, and wrapped in another I/O error.
+    for reset in [
+        IoError::from(ErrorKind::ConnectionReset),
+        IoError::other(IoError::from(ErrorKind::ConnectionReset)),
+    ] {
+        let fake = Fake::new();
+        fake.metadata().issue();
+        fake.transport.fail_with(transport_error(reset));
+        fake.metadata().issue().pop_token("pop-reset");
+        let credential = fake.credential(
+            &ManualClock::at_unix(NOW),
+            ManagedIdentityId::SystemAssigned,
+        );
+        let token = credential
+            .get_token(&[ARM], &TokenRequestOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(token.token.expose(), "pop-reset");
+        assert_eq!(fake.csr_count(), 2);
+        let issued = fake.issued.lock().unwrap().clone();
+        let requests = fake.transport.requests();
+        assert_eq!(requests.len(), 6);
+        assert_eq!(
+            requests[2].identity.as_ref().unwrap().leaf_der(),
+            issued[0].as_slice()
+        );
+        assert_eq!(
+            requests[5].identity.as_ref().unwrap().leaf_der(),
+            issued[1].as_slice()
+        );
+        assert_eq!(token.binding.unwrap().leaf_der(), issued[1].as_slice());
+    }
+
+    // Other transport failures (a connection closed without a reset, a reset-free chain) are
+    // the caller's error: no new certificate.
+    for other in [
+        IoError::from(ErrorKind::UnexpectedEof),
+        IoError::other("connection closed before message completed"),
+    ] {
+        let fake = Fake::new();
+        fake.metadata().issue();
+        fake.transport.fail_with(transport_error(other));
+        let err = fake
+            .credential(
+                &ManualClock::at_unix(NOW),
+                ManagedIdentityId::SystemAssigned,
+            )
+            .get_token(&[ARM], &TokenRequestOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), &ErrorCode::TRANSPORT);
+        assert_eq!(fake.csr_count(), 1);
+        assert_eq!(fake.transport.request_count(), 3);
+    }
+}
+
 #[tokio::test]
 async fn certificate_reused_until_a_day_before_expiry() {
     let fake = Fake::new();
@@ -609,4 +710,264 @@ async fn malformed_issuance_and_bearer_downgrade() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::TOKEN_TYPE_MISMATCH);
+}
+
+#[tokio::test]
+async fn separately_built_credentials_share_the_minted_certificate() {
+    let fake = Fake::new();
+    let shared: Arc<dyn HttpTransport> = Arc::new(fake.transport.clone());
+    let clock = ManualClock::at_unix(NOW);
+    let id = ManagedIdentityId::ClientId(CLIENT_ID.into());
+    fake.metadata().issue().pop_token("pop-1");
+    let first = fake
+        .credential_on(&shared, &clock, id.clone())
+        .build()
+        .unwrap();
+    let token = first
+        .get_token(&[ARM], &TokenRequestOptions::default())
+        .await
+        .unwrap();
+    let certificate = token.binding.clone().unwrap();
+
+    // Another credential for the same identity on the same engine: a cache hit, no request.
+    let second = fake
+        .credential_on(&shared, &clock, id.clone())
+        .engine(Arc::clone(first.engine()))
+        .build()
+        .unwrap();
+    assert!(second
+        .binding_certificate()
+        .unwrap()
+        .same_certificate(&certificate));
+    let hit = second
+        .get_token(&[ARM], &TokenRequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(hit.source, TokenSource::Cache);
+    assert_eq!(hit.token.expose(), "pop-1");
+    assert_eq!(fake.transport.request_count(), 3);
+
+    // A third with its own engine asks for a token, over mTLS with the same certificate.
+    fake.pop_token("pop-2");
+    let third = fake
+        .credential_on(&shared, &clock, id.clone())
+        .build()
+        .unwrap();
+    let own = third
+        .get_token(&[ARM], &TokenRequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(own.token.expose(), "pop-2");
+    assert!(own.binding.as_ref().unwrap().same_certificate(&certificate));
+    let requests = fake.transport.requests();
+    assert_eq!(requests.len(), 4, "no metadata or CSR for the third");
+    assert!(requests[3]
+        .identity
+        .as_ref()
+        .unwrap()
+        .same_certificate(&certificate));
+    assert_eq!(fake.csr_count(), 1);
+
+    // A re-mint by one is seen by the others.
+    fake.token(
+        401,
+        r#"{"error":"invalid_client","error_description":"AADSTS700027: no."}"#,
+    )
+    .metadata()
+    .issue()
+    .pop_token("pop-3");
+    let renewed = third
+        .get_token(
+            &[ARM],
+            &TokenRequestOptions::default().with_force_refresh(true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewed.token.expose(), "pop-3");
+    assert_eq!(fake.csr_count(), 2);
+    let new_certificate = renewed.binding.unwrap();
+    assert!(!new_certificate.same_certificate(&certificate));
+    for credential in [&first, &second] {
+        assert!(credential
+            .binding_certificate()
+            .unwrap()
+            .same_certificate(&new_certificate));
+    }
+
+    // Other identities, and the same identity through another transport instance, mint their
+    // own.
+    fake.metadata().issue().pop_token("pop-other-id");
+    let other_id = fake
+        .credential_on(
+            &shared,
+            &clock,
+            ManagedIdentityId::ObjectId(CLIENT_ID.into()),
+        )
+        .build()
+        .unwrap();
+    assert!(other_id.binding_certificate().is_none());
+    other_id
+        .get_token(&[ARM], &TokenRequestOptions::default())
+        .await
+        .unwrap();
+    fake.metadata().issue().pop_token("pop-other-transport");
+    let other_transport: Arc<dyn HttpTransport> = Arc::new(fake.transport.clone());
+    let elsewhere = fake
+        .credential_on(&other_transport, &clock, id.clone())
+        .build()
+        .unwrap();
+    assert!(elsewhere.binding_certificate().is_none());
+    elsewhere
+        .get_token(&[ARM], &TokenRequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(fake.csr_count(), 4);
+    assert_eq!(fake.transport.pending(), 0);
+
+    // The store keeps a certificate only while a credential uses it: once all are gone, the
+    // next credential mints anew.
+    drop((first, second, third));
+    fake.metadata().issue().pop_token("pop-fresh");
+    let fresh = fake.credential_on(&shared, &clock, id).build().unwrap();
+    assert!(fresh.binding_certificate().is_none());
+    let token = fresh
+        .get_token(&[ARM], &TokenRequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(token.token.expose(), "pop-fresh");
+    assert_eq!(fake.csr_count(), 5);
+}
+
+/// IMDS from the script, the mTLS token endpoint over a real socket.
+#[derive(Debug)]
+struct Split {
+    imds: FakeTransport,
+    entra: fic_mtls_transport::MtlsTransport,
+}
+
+#[async_trait::async_trait]
+impl HttpTransport for Split {
+    async fn send(
+        &self,
+        request: fic_oauth_core::TransportRequest,
+    ) -> Result<http::Response<Bytes>, fic_oauth_core::Error> {
+        if request.request.uri().host() == Some("westus3.mtlsauth.microsoft.com") {
+            self.entra.send(request).await
+        } else {
+            self.imds.send(request).await
+        }
+    }
+}
+
+/// A TLS token endpoint that resets (RST) its first connection once it has read the token
+/// request, and answers the next with an mtls_pop token. Returns its address, its CA (PEM) and
+/// how many requests it has read.
+async fn resetting_token_endpoint() -> (std::net::SocketAddr, String, Arc<Mutex<usize>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert =
+        rcgen::CertificateParams::new(vec!["westus3.mtlsauth.microsoft.com".to_owned()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![server_cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(Mutex::new(0usize));
+    let count = Arc::clone(&served);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(19).any(|w| w == b"token_type=mtls_pop") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let first = {
+                let mut served = count.lock().unwrap();
+                *served += 1;
+                *served == 1
+            };
+            if first {
+                // Close with SO_LINGER 0: the peer sees a reset, not an orderly close.
+                tls.get_ref().0.set_zero_linger().unwrap();
+                drop(tls);
+            } else {
+                let body =
+                    r#"{"token_type":"mtls_pop","access_token":"after-reset","expires_in":3599}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(reply.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
+        }
+    });
+    (addr, ca_cert.pem(), served)
+}
+
+#[tokio::test]
+async fn a_real_connection_reset_mints_a_new_certificate() {
+    let (addr, ca_pem, served) = resetting_token_endpoint().await;
+    let fake = Fake::new();
+    fake.metadata().issue().metadata().issue();
+    let entra = fic_mtls_transport::MtlsTransport::builder()
+        .crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .built_in_roots(false)
+        .add_root_certificate_pem(ca_pem.as_bytes())
+        .unwrap()
+        .resolve("westus3.mtlsauth.microsoft.com:443", addr)
+        .build()
+        .unwrap();
+    let split: Arc<dyn HttpTransport> = Arc::new(Split {
+        imds: fake.transport.clone(),
+        entra,
+    });
+    let credential = fake
+        .credential_on(
+            &split,
+            &ManualClock::at_unix(NOW),
+            ManagedIdentityId::SystemAssigned,
+        )
+        .build()
+        .unwrap();
+    let token = credential
+        .get_token(&[ARM], &TokenRequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(token.token.expose(), "after-reset");
+    assert_eq!(
+        *served.lock().unwrap(),
+        2,
+        "the reset request, then the retry"
+    );
+    assert_eq!(fake.csr_count(), 2, "a new certificate after the reset");
+    let issued = fake.issued.lock().unwrap().clone();
+    assert_eq!(token.binding.unwrap().leaf_der(), issued[1].as_slice());
+    assert_eq!(fake.transport.pending(), 0);
 }

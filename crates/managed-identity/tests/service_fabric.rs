@@ -25,6 +25,7 @@ struct Server {
 }
 
 async fn start_server() -> Server {
+    process_crypto_provider();
     let generated =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .unwrap();
@@ -165,6 +166,7 @@ async fn wrong_thumbprint_is_refused() {
 
 #[tokio::test]
 async fn plain_http_and_client_certificates_are_refused() {
+    process_crypto_provider();
     let transport =
         ServiceFabricTransport::new("A9993E364706816ABA3E25717850C26C9CD0D89D").unwrap();
     let err = transport

@@ -8,9 +8,11 @@
 //! 4. `client_credentials` with `token_type=mtls_pop` over mTLS with that certificate to
 //!    `{mtls_authentication_endpoint}/{tenant_id}/oauth2/v2.0/token`.
 //!
-//! The certificate and its key are reused until 24 h before the certificate expires (keyed by
-//! identity and attestation flag). When the token endpoint answers `invalid_client` or the TLS
-//! handshake fails, a new certificate is minted and the token request is tried once more.
+//! The certificate and its key are reused until 24 h before the certificate expires, by every
+//! credential of the process for the same identity, attestation flag and IMDS ([`store`]).
+//! When the token endpoint answers `invalid_client`, the TLS handshake fails or the connection
+//! is reset during the token request, a new certificate is minted and the token request is
+//! tried once more.
 //!
 //! The key is a software key held in memory on every OS (MSAL.NET uses a Windows KeyGuard key
 //! and runs this only on Windows; PROTOCOL §5's Decision). It is generated with the `rsa`
@@ -22,16 +24,16 @@
 
 pub(crate) mod csr;
 pub(crate) mod der;
+pub(crate) mod store;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
-use fic_assertion::{CertificateChain, SoftwareKey};
+use fic_assertion::CertificateChain;
 use fic_oauth_core::authority::{Authority, EndpointOptions, TokenEndpoint};
 use fic_oauth_core::request::{ClientAuth, TokenRequest};
 use fic_oauth_core::response::TokenResponse;
@@ -94,8 +96,9 @@ pub(crate) struct ImdsV2 {
     sender: Sender,
     id: ManagedIdentityId,
     attestation: bool,
-    bindings: Mutex<HashMap<String, Binding>>,
-    mint_gate: tokio::sync::Mutex<()>,
+    /// The binding, shared with every credential of the process for the same IMDS, transport
+    /// and identity ([`store`]).
+    slot: Arc<store::BindingSlot>,
 }
 
 impl fmt::Debug for ImdsV2 {
@@ -130,26 +133,31 @@ fn string_field(map: &serde_json::Map<String, Value>, name: &str) -> Option<Stri
 }
 
 impl ImdsV2 {
-    pub(crate) fn new(sender: Sender, id: ManagedIdentityId) -> Self {
+    /// The client of `id`. `transport` is the address of the transport instance given to the
+    /// builder (`None` for the default transport): credentials share minted certificates only
+    /// when they reach IMDS the same way.
+    pub(crate) fn new(sender: Sender, id: ManagedIdentityId, transport: Option<usize>) -> Self {
+        let attestation = false;
+        let slot = store::slot(store::StoreKey {
+            imds_base: IMDS_BASE.to_owned(),
+            transport,
+            id: id.clone(),
+            attestation,
+        });
         Self {
             sender,
             id,
-            attestation: false,
-            bindings: Mutex::new(HashMap::new()),
-            mint_gate: tokio::sync::Mutex::new(()),
+            attestation,
+            slot,
         }
     }
 
-    /// The binding cache key: identity id and attestation flag.
-    fn binding_key(&self) -> String {
-        format!("{}#att={}", self.id.cache_id(), u8::from(self.attestation))
-    }
-
     fn cached(&self, now: SystemTime) -> Option<Binding> {
-        self.bindings
+        self.slot
+            .binding
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&self.binding_key())
+            .as_ref()
             .filter(|b| b.usable_at(now))
             .cloned()
     }
@@ -167,21 +175,20 @@ impl ImdsV2 {
                 return Ok(binding);
             }
         }
-        let _gate = self.mint_gate.lock().await;
+        let _gate = self.slot.mint_gate.lock().await;
         if let Some(binding) = self.cached(self.sender.clock.now()) {
             if replace != Some(binding.identity.thumbprint_s256()) {
                 return Ok(binding);
             }
         }
         let binding = self.mint(correlation).await?;
-        let key = self.binding_key();
-        let mut bindings = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
-        if binding.usable_at(self.sender.clock.now()) {
-            bindings.insert(key, binding.clone());
-        } else {
-            // Too close to expiry to keep; used for this request only.
-            bindings.remove(&key);
-        }
+        let keep = binding.usable_at(self.sender.clock.now());
+        // Too close to expiry to keep: used for this request only.
+        *self
+            .slot
+            .binding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = keep.then(|| binding.clone());
         Ok(binding)
     }
 
@@ -192,15 +199,14 @@ impl ImdsV2 {
         claims: Option<&str>,
         correlation: Uuid,
     ) -> Result<AccessToken, Error> {
+        // Without a crypto backend no key can be made: say so before calling IMDS.
+        keys_supported()?;
         let binding = self.binding(None, correlation).await?;
         match self
             .request_token(&binding, resource, claims, correlation)
             .await
         {
-            Err(error)
-                if error.code().as_str() == "invalid_client"
-                    || error.code() == &ErrorCode::TLS_HANDSHAKE_FAILED =>
-            {
+            Err(error) if certificate_refused(&error) => {
                 tracing::debug!(code = %error.code(), x5t_s256 = binding.identity.thumbprint_s256(), "the binding certificate was refused; minting a new one and retrying once");
                 let renewed = self
                     .binding(Some(binding.identity.thumbprint_s256()), correlation)
@@ -279,7 +285,7 @@ impl ImdsV2 {
         let key = generate_key().await?;
         let cuid = csr::cuid_json(metadata.vm_id.as_deref(), metadata.vmss_id.as_deref());
         let csr = csr::build(
-            &key,
+            key.signing_key(),
             key.public_key_bytes(),
             &metadata.client_id,
             &metadata.tenant_id,
@@ -287,7 +293,7 @@ impl ImdsV2 {
         )?;
         let issued = self.issue_credential(&csr, correlation).await?;
         let identity = CertificateChain::from_der(&issued.certificate)
-            .and_then(|chain| chain.with_key(key))
+            .and_then(|chain| key.pair_with(chain))
             .map_err(|e| {
                 Error::new(
                     ErrorCode::INVALID_CERTIFICATE,
@@ -466,6 +472,35 @@ impl ImdsV2 {
     }
 }
 
+/// Whether the token endpoint's answer means "not with this certificate": `invalid_client`,
+/// a refused TLS handshake, or the connection reset during the exchange (a server dropping a
+/// client certificate it does not accept; MSAL re-mints on a socket reset too).
+fn certificate_refused(error: &Error) -> bool {
+    error.code().as_str() == "invalid_client"
+        || error.code() == &ErrorCode::TLS_HANDSHAKE_FAILED
+        || (error.code() == &ErrorCode::TRANSPORT && connection_reset(error))
+}
+
+/// Whether `error`'s chain holds an I/O error of kind `ConnectionReset`: the transports give
+/// such a failure the generic `transport_error` code, with the I/O error as its source.
+fn connection_reset(error: &Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionReset {
+                return true;
+            }
+            // An io::Error's source skips the error it wraps.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+                continue;
+            }
+        }
+        next = current.source();
+    }
+    false
+}
+
 struct Issued {
     client_id: String,
     tenant_id: String,
@@ -489,10 +524,78 @@ fn not_after(der: &[u8]) -> Result<SystemTime, Error> {
     ))
 }
 
+/// The error of an IMDSv2 request in a build without a crypto backend.
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+fn crypto_provider_not_enabled() -> Error {
+    Error::new(
+        codes::CRYPTO_PROVIDER_NOT_ENABLED,
+        "[ImdsV2] mTLS PoP needs a key made and used by ring or aws-lc-rs: enable the `ring` or `aws-lc-rs` feature of fic-managed-identity",
+    )
+}
+
+/// Whether binding keys can be made in this build.
+#[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
+#[allow(clippy::unnecessary_wraps)] // The signature is shared with the feature-less variant.
+fn keys_supported() -> Result<(), Error> {
+    Ok(())
+}
+
+/// Whether binding keys can be made in this build: not without a crypto backend.
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+fn keys_supported() -> Result<(), Error> {
+    Err(crypto_provider_not_enabled())
+}
+
+/// A freshly generated binding key: signs the CSR, then pairs with the issued certificate.
+#[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
+struct FreshKey(fic_assertion::SoftwareKey);
+
+/// Without a crypto backend there is no key (the type has no values).
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+enum FreshKey {}
+
+#[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
+impl FreshKey {
+    fn signing_key(&self) -> &dyn fic_oauth_core::SigningKey {
+        &self.0
+    }
+
+    fn public_key_bytes(&self) -> &[u8] {
+        self.0.public_key_bytes()
+    }
+
+    fn pair_with(self, chain: CertificateChain) -> Result<ClientIdentity, Error> {
+        chain.with_key(self.0)
+    }
+}
+
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+impl FreshKey {
+    fn signing_key(&self) -> &dyn fic_oauth_core::SigningKey {
+        match *self {}
+    }
+
+    fn public_key_bytes(&self) -> &[u8] {
+        match *self {}
+    }
+
+    fn pair_with(self, _: CertificateChain) -> Result<ClientIdentity, Error> {
+        match self {}
+    }
+}
+
+/// Without a crypto backend: the error [`keys_supported`] gives first.
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+#[allow(clippy::unused_async)] // The signature is shared with the real generator.
+async fn generate_key() -> Result<FreshKey, Error> {
+    Err(crypto_provider_not_enabled())
+}
+
 /// A fresh RSA-2048 key, generated off the async executor (it takes a noticeable fraction of
 /// a second).
-async fn generate_key() -> Result<SoftwareKey, Error> {
-    fn generate() -> Result<SoftwareKey, Error> {
+#[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
+async fn generate_key() -> Result<FreshKey, Error> {
+    fn generate() -> Result<FreshKey, Error> {
         use rsa::pkcs8::EncodePrivateKey as _;
         let failed = |what: &str| {
             Error::new(
@@ -504,7 +607,7 @@ async fn generate_key() -> Result<SoftwareKey, Error> {
         let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, RSA_KEY_BITS)
             .map_err(|_| failed("generation"))?;
         let pkcs8 = key.to_pkcs8_der().map_err(|_| failed("PKCS#8 encoding"))?;
-        SoftwareKey::from_pkcs8_der(pkcs8.as_bytes())
+        fic_assertion::SoftwareKey::from_pkcs8_der(pkcs8.as_bytes()).map(FreshKey)
     }
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => runtime.spawn_blocking(generate).await.map_err(|_| {

@@ -123,6 +123,11 @@ impl FakeTransport {
         ))))
     }
 
+    /// Queues this transport error.
+    pub fn fail_with(&self, error: Error) -> &Self {
+        self.push(Scripted::Reply(Err(error)))
+    }
+
     /// Queues an answer computed from the request.
     pub fn handle(
         &self,
@@ -217,4 +222,12 @@ pub fn all_ids() -> Vec<ManagedIdentityId> {
         ManagedIdentityId::ResourceId(RESOURCE_ID.into()),
         ManagedIdentityId::ObjectId(OBJECT_ID.into()),
     ]
+}
+
+/// Without this crate's crypto features, the default transports (`MtlsTransport::new`,
+/// `ServiceFabricTransport::new`) use the process-default rustls provider: install ring's (the
+/// features, when on, pick their provider themselves).
+pub fn process_crypto_provider() {
+    #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
