@@ -24,7 +24,12 @@
 //! let config = EnvironmentConfig::from_map(&env);
 //! assert_eq!(config.authority(), "https://login.microsoftonline.com/contoso.onmicrosoft.com");
 //! let chain = DefaultCredential::builder().environment(env).build();
-//! assert_eq!(chain.steps()[0], ("environment", None));
+//! assert_eq!(chain.steps()[0].0, "environment");
+//! // Built without a crypto provider (no `ring` or `aws-lc-rs` feature) the default transport
+//! // cannot be made, and the step says why instead.
+//! if cfg!(any(feature = "ring", feature = "aws-lc-rs")) {
+//!     assert!(chain.steps()[0].1.is_none());
+//! }
 //! ```
 
 use std::collections::HashMap;
@@ -232,6 +237,21 @@ fn environment_credential(
     let builder = if let Some(secret) = &config.client_secret {
         builder.client_secret(secret.clone())
     } else if let Some(path) = &config.certificate_path {
+        builder.certificate(load_certificate(path, config)?)
+    } else {
+        return Err("neither AZURE_CLIENT_SECRET nor AZURE_CLIENT_CERTIFICATE_PATH is set".into());
+    };
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// The certificate of `AZURE_CLIENT_CERTIFICATE_PATH` (PEM, or PKCS#12 with
+/// `AZURE_CLIENT_CERTIFICATE_PASSWORD`) as a software key.
+#[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
+fn load_certificate(
+    path: &std::path::Path,
+    config: &EnvironmentConfig,
+) -> Result<fic_oauth_core::ClientIdentity, String> {
+    {
         let is_pkcs12 = path
             .extension()
             .and_then(|e| e.to_str())
@@ -246,11 +266,21 @@ fn environment_credential(
             fic_assertion::load::from_pem_file(path)
         }
         .map_err(|e| format!("AZURE_CLIENT_CERTIFICATE_PATH could not be loaded: {e}"))?;
-        builder.certificate(identity)
-    } else {
-        return Err("neither AZURE_CLIENT_SECRET nor AZURE_CLIENT_CERTIFICATE_PATH is set".into());
-    };
-    builder.build().map_err(|e| e.to_string())
+        Ok(identity)
+    }
+}
+
+/// Without a crypto provider there is no software key to load a certificate file into.
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+fn load_certificate(
+    _path: &std::path::Path,
+    _config: &EnvironmentConfig,
+) -> Result<fic_oauth_core::ClientIdentity, String> {
+    Err(
+        "AZURE_CLIENT_CERTIFICATE_PATH is set, but fic-flows was built without a crypto \
+         provider (enable the `ring` or `aws-lc-rs` feature) to load it"
+            .into(),
+    )
 }
 
 /// A confidential client whose assertion is the federated token file.

@@ -78,7 +78,7 @@ impl fmt::Debug for FederatedAssertion {
                 "binding",
                 &self.binding.as_ref().map(ClientIdentity::thumbprint_s256),
             )
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
