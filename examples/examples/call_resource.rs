@@ -1,6 +1,8 @@
 //! Calling a protected resource with an mTLS PoP token: the token in `Authorization` and its
-//! binding certificate as the TLS client certificate (RFC 8705). Without the certificate, or
-//! with another one, the resource refuses the token with 401.
+//! binding certificate as the TLS client certificate (RFC 8705). Without the certificate
+//! `ResourceClient` refuses to send it (`mtls_certificate_not_provided`), and the same token
+//! replayed as a Bearer token, or presented with another certificate, is refused by the
+//! resource with 401.
 //!
 //! Run from the repository root:
 //!
@@ -27,6 +29,7 @@ use fic_examples::{
     VAULT_SCOPE, VAULT_URL,
 };
 use fic_flows::{AuthorizationScheme, ResourceResponse};
+use fic_oauth_core::{ErrorCode, TokenType};
 
 const APP: &str = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d";
 
@@ -113,15 +116,29 @@ async fn run() -> ExampleResult {
         "the resource refused the Bearer-scheme call",
     )?;
 
-    step("without the binding certificate: 401");
+    step("without the binding certificate: refused here, and 401 from the resource");
     let mut unbound = token.clone();
     unbound.binding = None;
-    let answer = resource
-        .clone()
-        .with_scheme(AuthorizationScheme::Bearer)
-        .get(&url, &unbound)
-        .await?;
-    show("no TLS client certificate", &answer);
+    match resource.get(&url, &unbound).await {
+        Err(error) if error.code() == &ErrorCode::MTLS_CERTIFICATE_NOT_PROVIDED => {
+            say(format!(
+                "ResourceClient refuses to send it: {}",
+                error.code()
+            ));
+        }
+        other => {
+            return Err(format!(
+                "a bound token without its certificate was not refused: {:?}",
+                other.map(|a| a.status)
+            )
+            .into())
+        }
+    }
+    // The same token replayed as a Bearer token (as a thief would): the resource refuses it.
+    let mut stolen = unbound;
+    stolen.token_type = TokenType::Bearer;
+    let answer = resource.get(&url, &stolen).await?;
+    show("as Bearer, no TLS client certificate", &answer);
     ensure(
         answer.status.as_u16() == 401,
         format!("expected 401, got {}", answer.status),

@@ -141,7 +141,7 @@ async fn setup() -> Result<Setup, Box<dyn std::error::Error + Send + Sync>> {
             leg1_id: real.client_id,
             cert1: real.certificate,
             leg2_id: required_var("FIC_LEG2_CLIENT_ID")?,
-            leg2_authority: format!("https://login.microsoftonline.com/{leg2_tenant}"),
+            leg2_authority: fic_examples::authority_for(&leg2_tenant),
             cert2: certificate_from_env("FIC_LEG2_CERTIFICATE")?,
             scope: var("FIC_SCOPE").unwrap_or_else(|| GRAPH_SCOPE.to_string()),
             resource_url: real.resource_url,

@@ -26,8 +26,9 @@
 //! tokens).
 //!
 //! Real tenant: `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_CERTIFICATE_PATH`
-//! (+ `_PASSWORD`), optionally `FIC_LEG2_CLIENT_ID` (default: the same app), `AZURE_REGION`
-//! (default westus3), `FIC_SCOPE` (default Key Vault), `FIC_RESOURCE_URL`.
+//! (+ `_PASSWORD`), optionally `FIC_LEG2_CLIENT_ID` (default: the same app),
+//! `AZURE_REGIONAL_AUTHORITY_NAME` (default westus3), `AZURE_AUTHORITY_HOST`, `FIC_SCOPE`
+//! (default Key Vault), `FIC_RESOURCE_URL`.
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -22,8 +22,9 @@
 //! jwt-bearer assertion then carries the chain).
 //!
 //! Real tenant: set `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_CERTIFICATE_PATH`
-//! (+ `AZURE_CLIENT_CERTIFICATE_PASSWORD` for a .pfx), optionally `AZURE_REGION` (default
-//! westus3), `FIC_SCOPE` (default Key Vault) and `FIC_RESOURCE_URL` (a URL to call).
+//! (+ `AZURE_CLIENT_CERTIFICATE_PASSWORD` for a .pfx), optionally
+//! `AZURE_REGIONAL_AUTHORITY_NAME` (default westus3), `AZURE_AUTHORITY_HOST`, `FIC_SCOPE`
+//! (default Key Vault) and `FIC_RESOURCE_URL` (a URL to call).
 
 use std::process::ExitCode;
 

@@ -11,8 +11,9 @@
 //! trusts only its CA. The clients call the real production URLs; nothing takes a test branch.
 //!
 //! **Real-tenant mode**: when `AZURE_TENANT_ID` is set, [`RealTenant::from_env`] reads the
-//! application and its certificate from the environment and [`Env::real`] uses the production
-//! defaults (`MtlsTransport::new()`, the public cloud, no emulator).
+//! application and its certificate from the environment, with the names (and parsing) of
+//! [`fic_flows::EnvironmentConfig`], and [`Env::real`] uses the production defaults
+//! (`MtlsTransport::new()`, the cloud of `AZURE_AUTHORITY_HOST`, no emulator).
 //!
 //! | variable | meaning |
 //! |---|---|
@@ -20,11 +21,14 @@
 //! | `AZURE_CLIENT_ID` | the application (client) id (the blueprint in the agent examples) |
 //! | `AZURE_CLIENT_CERTIFICATE_PATH` | its certificate and private key: PEM, or PKCS#12 (`.pfx`/`.p12`) |
 //! | `AZURE_CLIENT_CERTIFICATE_PASSWORD` | the PKCS#12 password, if any |
-//! | `AZURE_REGION` | the region for the regional calls (default `westus3`, as in the seeds) |
+//! | `AZURE_CLIENT_SECRET` | not used: the examples show certificate and mTLS PoP flows, which a secret cannot do; set a certificate |
+//! | `AZURE_AUTHORITY_HOST` | the cloud's login host (default `https://login.microsoftonline.com`) |
+//! | `AZURE_REGIONAL_AUTHORITY_NAME` | the region of the regional calls (default `westus3`, as in the seeds); they check the host they reach, so it must name a region, not `TryAutoDetect` |
 //! | `FIC_SCOPE` | the resource scope (default `https://vault.azure.net/.default`) |
 //! | `FIC_RESOURCE_URL` | a URL of that resource to `GET` with the token (skipped when unset) |
 //!
-//! Some examples read more (`FIC_LEG2_*`, `FIC_AGENT_ID`, `FIC_USER_*`); their headers say which.
+//! Some examples read more (`FIC_LEG2_*`, `FIC_MANAGED_IDENTITY`, `FIC_AGENT_ID`, `FIC_USER_*`);
+//! their headers say which.
 #![deny(missing_docs)]
 
 use std::collections::HashMap;
@@ -36,9 +40,14 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use fic_emulator::{EmulatorBuilder, EmulatorHandle, LoggedRequest};
-use fic_flows::{ConfidentialClient, ConfidentialClientBuilder, RegionDetector, ResourceClient};
+use fic_flows::environment::vars;
+use fic_flows::{
+    ConfidentialClient, ConfidentialClientBuilder, EnvironmentConfig, RegionDetector,
+    ResourceClient,
+};
 use fic_mtls_transport::MtlsTransport;
-use fic_oauth_core::{AccessToken, ClientIdentity, Error, ErrorCode, HttpTransport};
+use fic_oauth_core::authority::RegionConfig;
+use fic_oauth_core::{AccessToken, ClientIdentity, Error, ErrorCode, HttpTransport, Secret};
 
 /// The tenant the examples register their apps in, in emulator mode.
 pub const TENANT: &str = "72f988bf-0000-4000-8000-00000000e0a1";
@@ -194,12 +203,7 @@ pub fn var(name: &str) -> Option<String> {
 
 /// An environment variable real-tenant mode needs.
 pub fn required_var(name: &str) -> Result<String, Error> {
-    var(name).ok_or_else(|| {
-        Error::new(
-            ErrorCode::INVALID_ARGUMENT,
-            format!("AZURE_TENANT_ID is set (real-tenant mode), so {name} is needed too"),
-        )
-    })
+    var(name).ok_or_else(|| missing(name))
 }
 
 /// The certificate named by `<prefix>_PATH` (and `<prefix>_PASSWORD`), when set.
@@ -218,9 +222,12 @@ pub struct RealTenant {
     pub tenant_id: String,
     /// `AZURE_CLIENT_ID`.
     pub client_id: String,
+    /// `AZURE_AUTHORITY_HOST` (default the public cloud) and the tenant, as
+    /// [`EnvironmentConfig::authority`] builds it.
+    pub authority: String,
     /// The certificate of `AZURE_CLIENT_CERTIFICATE_PATH` (+ `_PASSWORD`).
     pub certificate: ClientIdentity,
-    /// `AZURE_REGION`, or `westus3`.
+    /// `AZURE_REGIONAL_AUTHORITY_NAME`, or `westus3`.
     pub region: String,
     /// `FIC_SCOPE`, or Key Vault's.
     pub scope: String,
@@ -231,31 +238,97 @@ pub struct RealTenant {
 impl RealTenant {
     /// `None` unless `AZURE_TENANT_ID` is set; then the other variables are required.
     pub fn from_env() -> Result<Option<Self>, Error> {
-        let Some(tenant_id) = var("AZURE_TENANT_ID") else {
+        Self::from_config(
+            &EnvironmentConfig::from_map(&EnvironmentConfig::process_environment()),
+            var("AZURE_REGION").is_some(),
+        )
+        .map(|real| {
+            real.map(|mut real| {
+                real.scope = var("FIC_SCOPE").unwrap_or(real.scope);
+                real.resource_url = var("FIC_RESOURCE_URL");
+                real
+            })
+        })
+    }
+
+    /// Real-tenant mode from the Azure variables of `config` (`legacy_region_set`: whether the
+    /// old `AZURE_REGION` is set, which is refused rather than silently ignored).
+    fn from_config(
+        config: &EnvironmentConfig,
+        legacy_region_set: bool,
+    ) -> Result<Option<Self>, Error> {
+        let Some(tenant_id) = config.tenant_id.clone() else {
             return Ok(None);
         };
-        let client_id = required_var("AZURE_CLIENT_ID")?;
-        let certificate = certificate_from_env("AZURE_CLIENT_CERTIFICATE")?.ok_or_else(|| {
-            Error::new(
-                ErrorCode::INVALID_ARGUMENT,
-                "AZURE_TENANT_ID is set (real-tenant mode), so AZURE_CLIENT_CERTIFICATE_PATH is needed too",
-            )
-        })?;
+        let client_id = config
+            .client_id
+            .clone()
+            .ok_or_else(|| missing(vars::AZURE_CLIENT_ID))?;
+        let certificate =
+            match &config.certificate_path {
+                Some(path) => load_certificate(
+                    path,
+                    config.certificate_password.as_ref().map(Secret::expose),
+                )?,
+                None if config.client_secret.is_some() => return Err(Error::new(
+                    ErrorCode::INVALID_ARGUMENT,
+                    "AZURE_CLIENT_SECRET is set, but these examples show certificate and mTLS PoP \
+                     flows, which a secret cannot do: set AZURE_CLIENT_CERTIFICATE_PATH (for \
+                     Bearer tokens with a secret, use fic_flows::DefaultCredential or \
+                     `fic token --secret`)",
+                )),
+                None => return Err(missing(vars::AZURE_CLIENT_CERTIFICATE_PATH)),
+            };
+        let region =
+            match config.region() {
+                RegionConfig::Explicit(region) => region,
+                RegionConfig::None if legacy_region_set => return Err(Error::new(
+                    ErrorCode::INVALID_ARGUMENT,
+                    "AZURE_REGION is not read: name the region with AZURE_REGIONAL_AUTHORITY_NAME",
+                )),
+                RegionConfig::None => DEFAULT_REGION.to_string(),
+                RegionConfig::AutoDetect => {
+                    return Err(Error::new(
+                        ErrorCode::INVALID_ARGUMENT,
+                        "the examples check the regional host they reach, so \
+                     AZURE_REGIONAL_AUTHORITY_NAME must name a region (e.g. westus3), not ask \
+                     for detection",
+                    ))
+                }
+            };
         Ok(Some(Self {
+            authority: config.authority(),
             tenant_id,
             client_id,
             certificate,
-            region: var("AZURE_REGION").unwrap_or_else(|| DEFAULT_REGION.to_string()),
-            scope: var("FIC_SCOPE").unwrap_or_else(|| VAULT_SCOPE.to_string()),
-            resource_url: var("FIC_RESOURCE_URL"),
+            region,
+            scope: VAULT_SCOPE.to_string(),
+            resource_url: None,
         }))
     }
+}
+
+/// The authority of `tenant` in the cloud of `AZURE_AUTHORITY_HOST` (default the public cloud),
+/// as [`EnvironmentConfig::authority`] builds it.
+pub fn authority_for(tenant: &str) -> String {
+    let mut config = EnvironmentConfig::from_map(&EnvironmentConfig::process_environment());
+    config.tenant_id = Some(tenant.to_string());
+    config.authority()
+}
+
+/// The error of a variable real-tenant mode needs but does not have.
+fn missing(name: &str) -> Error {
+    Error::new(
+        ErrorCode::INVALID_ARGUMENT,
+        format!("AZURE_TENANT_ID is set (real-tenant mode), so {name} is needed too"),
+    )
 }
 
 /// Where an example runs: against an in-process emulator, or a real tenant.
 #[derive(Debug)]
 pub struct Env {
     tenant: String,
+    authority: String,
     transport: Arc<MtlsTransport>,
     emulator: Option<EmulatorHandle>,
 }
@@ -274,18 +347,22 @@ impl Env {
         ));
         Ok(Self {
             tenant: TENANT.to_string(),
+            authority: format!("https://login.microsoftonline.com/{TENANT}"),
             transport,
             emulator: Some(emulator),
         })
     }
 
-    /// The production defaults for `tenant`: `MtlsTransport::new()`, the public cloud.
+    /// The production defaults for `tenant`: `MtlsTransport::new()`, the cloud of
+    /// `AZURE_AUTHORITY_HOST` (default the public cloud).
     pub fn real(tenant: &str) -> Result<Self, Error> {
+        let authority = authority_for(tenant);
         say(format!(
-            "real tenant {tenant}: production endpoints, MtlsTransport::new()"
+            "real tenant {tenant}: {authority}, production endpoints, MtlsTransport::new()"
         ));
         Ok(Self {
             tenant: tenant.to_string(),
+            authority,
             transport: Arc::new(MtlsTransport::new()?),
             emulator: None,
         })
@@ -306,9 +383,10 @@ impl Env {
         &self.tenant
     }
 
-    /// `https://login.microsoftonline.com/{tenant}`.
+    /// The authority: `https://login.microsoftonline.com/{tenant}`, or the host of
+    /// `AZURE_AUTHORITY_HOST` against a real tenant.
     pub fn authority(&self) -> String {
-        format!("https://login.microsoftonline.com/{}", self.tenant)
+        self.authority.clone()
     }
 
     /// The transport (the same one acquires tokens and calls resources).
@@ -361,5 +439,156 @@ impl Env {
                 short(request.client_cert_thumbprint.as_deref())
             ));
         }
+    }
+}
+
+/// The code blocks of `README.md`, compiled (and `no_run` ones not run) by `cargo test`'s
+/// doctests, so the README's first example cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+/// The code blocks of `docs/GUIDE.md`, compiled by `cargo test`'s doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/GUIDE.md")]
+pub struct GuideDoctests;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvironmentConfig {
+        EnvironmentConfig::from_map(
+            &pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        )
+    }
+
+    /// A PEM file (certificate + key) in the temporary directory, removed when dropped.
+    struct PemFile(std::path::PathBuf);
+
+    impl Drop for PemFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn pem_file() -> (PemFile, String) {
+        let generated = rcgen::generate_simple_self_signed(vec!["real".to_string()]).unwrap();
+        let pem = format!(
+            "{}{}",
+            generated.cert.pem(),
+            generated.signing_key.serialize_pem()
+        );
+        let path = std::env::temp_dir().join(format!("fic-examples-{}.pem", uuid::Uuid::new_v4()));
+        std::fs::write(&path, pem).unwrap();
+        let thumbprint = load_certificate(&path, None)
+            .unwrap()
+            .thumbprint_s256()
+            .to_string();
+        (PemFile(path), thumbprint)
+    }
+
+    #[test]
+    fn no_tenant_is_emulator_mode() {
+        let config = env(&[("AZURE_CLIENT_ID", "app"), ("AZURE_CLIENT_SECRET", "s")]);
+        assert!(RealTenant::from_config(&config, false).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_standard_variables_set_the_cloud_region_and_certificate() {
+        let (file, thumbprint) = pem_file();
+        let path = file.0.to_string_lossy().into_owned();
+        let config = env(&[
+            ("AZURE_TENANT_ID", "contoso.onmicrosoft.us"),
+            ("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111"),
+            ("AZURE_CLIENT_CERTIFICATE_PATH", &path),
+            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/"),
+            ("AZURE_REGIONAL_AUTHORITY_NAME", "usgovvirginia"),
+        ]);
+        let real = RealTenant::from_config(&config, false).unwrap().unwrap();
+        assert_eq!(
+            real.authority,
+            "https://login.microsoftonline.us/contoso.onmicrosoft.us"
+        );
+        assert_eq!(real.tenant_id, "contoso.onmicrosoft.us");
+        assert_eq!(real.client_id, "11111111-1111-1111-1111-111111111111");
+        assert_eq!(real.region, "usgovvirginia");
+        assert_eq!(real.certificate.thumbprint_s256(), thumbprint);
+        assert_eq!(real.scope, VAULT_SCOPE);
+
+        // Without a region variable, the seeds' region.
+        let config = env(&[
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "app"),
+            ("AZURE_CLIENT_CERTIFICATE_PATH", &path),
+        ]);
+        let real = RealTenant::from_config(&config, false).unwrap().unwrap();
+        assert_eq!(real.region, DEFAULT_REGION);
+        assert_eq!(real.authority, "https://login.microsoftonline.com/t");
+    }
+
+    #[test]
+    fn a_secret_without_a_certificate_is_refused_with_the_reason() {
+        let config = env(&[
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "app"),
+            ("AZURE_CLIENT_SECRET", "s3cret-value"),
+        ]);
+        let error = RealTenant::from_config(&config, false).unwrap_err();
+        assert_eq!(error.code(), &ErrorCode::INVALID_ARGUMENT);
+        let text = error.to_string();
+        assert!(text.contains("AZURE_CLIENT_SECRET is set"), "{text}");
+        assert!(text.contains("AZURE_CLIENT_CERTIFICATE_PATH"), "{text}");
+        assert!(!text.contains("s3cret-value"), "{text}");
+
+        let config = env(&[("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_ID", "app")]);
+        let text = RealTenant::from_config(&config, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("so AZURE_CLIENT_CERTIFICATE_PATH is needed"),
+            "{text}"
+        );
+        let config = env(&[("AZURE_TENANT_ID", "t")]);
+        let text = RealTenant::from_config(&config, false)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("so AZURE_CLIENT_ID is needed"), "{text}");
+    }
+
+    #[test]
+    fn region_detection_and_the_old_region_variable_are_refused() {
+        let (file, _) = pem_file();
+        let path = file.0.to_string_lossy().into_owned();
+        let base = [
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "app"),
+            ("AZURE_CLIENT_CERTIFICATE_PATH", path.as_str()),
+        ];
+        let mut detect = base.to_vec();
+        detect.push(("AZURE_REGIONAL_AUTHORITY_NAME", "TryAutoDetect"));
+        let text = RealTenant::from_config(&env(&detect), false)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("must name a region"), "{text}");
+
+        let text = RealTenant::from_config(&env(&base), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("AZURE_REGION is not read")
+                && text.contains("AZURE_REGIONAL_AUTHORITY_NAME"),
+            "{text}"
+        );
+        // The standard name wins over the old one.
+        let mut both = base.to_vec();
+        both.push(("AZURE_REGIONAL_AUTHORITY_NAME", "eastus2"));
+        let real = RealTenant::from_config(&env(&both), true).unwrap().unwrap();
+        assert_eq!(real.region, "eastus2");
     }
 }

@@ -180,11 +180,21 @@ async fn assert_vanilla_pop_global(
     assert_eq!(body["bound"], true);
     assert_eq!(body["client_cert_thumbprint"], w.cert.thumbprint_s256());
 
+    // The resource client will not send a bound token without its certificate...
     let mut unbound = token.clone();
     unbound.binding = None;
-    let answer = ResourceClient::new(transport.clone())
-        .with_scheme(fic_flows::AuthorizationScheme::Bearer)
+    let sent = log.resource_requests().len();
+    let err = ResourceClient::new(transport.clone())
         .get(VAULT_URL, &unbound)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::MTLS_CERTIFICATE_NOT_PROVIDED);
+    assert_eq!(log.resource_requests().len(), sent, "nothing was sent");
+    // ...and the resource refuses it when it comes that way (a stolen token replayed as Bearer).
+    let mut stolen = unbound;
+    stolen.token_type = TokenType::Bearer;
+    let answer = ResourceClient::new(transport.clone())
+        .get(VAULT_URL, &stolen)
         .await
         .unwrap();
     assert_eq!(

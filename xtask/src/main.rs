@@ -1,10 +1,12 @@
 //! Developer tasks of fic-rs.
 //!
 //! - `cargo xtask test`: formatting, clippy with warnings denied, every test (unit, integration,
-//!   doctests), then a one-screen summary; exits non-zero when anything fails. When
-//!   `redis-server` is on `PATH` it is started on a free loopback port for the Redis suites
-//!   (`FIC_TEST_REDIS_URL`) and stopped afterwards; otherwise the summary says loudly that they
-//!   were skipped.
+//!   doctests), every example (against the emulator, with no `AZURE_*` / `FIC_*` variable), the
+//!   feature sets that matter (no crypto provider, aws-lc-rs) with `cargo tree` checks that
+//!   they are what they claim, then a one-screen summary; exits non-zero when anything fails.
+//!   When `redis-server` is on `PATH` it is started on a free loopback port for the Redis
+//!   suites (`FIC_TEST_REDIS_URL`) and stopped afterwards; otherwise the summary says loudly
+//!   that they were skipped.
 //! - `cargo xtask bench`: every benchmark (the Redis ones against the same private server);
 //!   results as tables and JSON under `target/bench/`.
 //! - `cargo xtask demo`: `cargo run --release -p fic-cli -- demo`.
@@ -381,8 +383,18 @@ fn test() -> ExitCode {
     summary("cargo xtask test", &steps, &notes)
 }
 
+/// Whether an environment variable can switch an example away from the emulator, or change what
+/// it does there: every `AZURE_*` variable (`AZURE_TENANT_ID` selects real-tenant mode; the
+/// client, certificate, secret, authority host and region variables feed it) and every `FIC_*`
+/// one (`FIC_MANAGED_IDENTITY` sends `managed_identity_mtls_pop` to the real IMDS; `FIC_SCOPE`,
+/// `FIC_RESOURCE_URL`, `FIC_LEG2_*`, `FIC_AGENT_ID`, `FIC_USER_*`). The examples must run against
+/// the emulator here, whatever the developer's shell exports.
+fn is_example_setting(name: &str) -> bool {
+    name.starts_with("AZURE_") || name.starts_with("FIC_")
+}
+
 /// Runs every example of the `examples` package (each starts the emulator in-process and exits
-/// non-zero when its flow fails).
+/// non-zero when its flow fails), with none of the variables that select real-tenant mode.
 fn run_examples() -> Vec<Step> {
     let dir = workspace_root().join("examples").join("examples");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -407,51 +419,206 @@ fn run_examples() -> Vec<Step> {
         .iter()
         .map(|name| {
             let mut command = cargo();
-            command
-                .args(["run", "--quiet", "-p", "fic-examples", "--example", name])
-                .env_remove("AZURE_TENANT_ID");
+            command.args(["run", "--quiet", "-p", "fic-examples", "--example", name]);
+            for (variable, _) in std::env::vars_os() {
+                if variable.to_str().is_some_and(is_example_setting) {
+                    command.env_remove(&variable);
+                }
+            }
             run(&format!("example {name}"), command)
         })
         .collect()
 }
 
-/// The feature combinations that matter: the wire-only core, the memory-only cache, and the
-/// aws-lc-rs builds (SDKs that forbid ring embed us that way); plus dependency-tree checks that
-/// those builds really leave out what they promise to.
+/// The feature combinations that matter, plus dependency-tree and feature checks proving that
+/// those builds really are what their names say.
+///
+/// - Wire-only and memory-only: `fic-oauth-core` and `fic-token-cache` without default features
+///   (every test).
+/// - No crypto provider (every crate must build, and pass its tests, without `ring` or
+///   `aws-lc-rs`): `fic-assertion`'s unit tests (its integration tests sign, so need a key
+///   backend); `fic-mtls-transport` linted with its tests (they need a process-default rustls
+///   provider to run); every test of `fic-managed-identity`; `fic-flows`'s library linted
+///   without its dev-dependencies (they switch `fic-assertion/ring` on, and it has no unit
+///   tests; its integration tests sign and talk TLS); `fic-azure-core`'s unit tests (its
+///   integration tests talk TLS to the emulator).
+/// - aws-lc-rs (SDKs that forbid ring embed us that way). Each package whose dev-dependencies
+///   would switch ring on elsewhere gets its own run: features unify within one cargo call, and
+///   every crate picks ring when both are on. `fic-assertion` first, alone; then
+///   `fic-mtls-transport` with `fic-managed-identity`; then `fic-flows` (its tests sign with ring
+///   through a dev-dependency, and run TLS on aws-lc-rs); then `fic-azure-core` (aws-lc-rs by
+///   default).
 fn feature_sets() -> Vec<Step> {
     let mut steps = Vec::new();
-    for (name, args) in [
+    let cargo_steps: [(&str, &[&str]); 11] = [
         (
             "test fic-oauth-core --no-default-features",
-            &["test", "-p", "fic-oauth-core", "--no-default-features"][..],
+            &["test", "-p", "fic-oauth-core", "--no-default-features"],
         ),
         (
             "test fic-token-cache --no-default-features",
-            &["test", "-p", "fic-token-cache", "--no-default-features"][..],
+            &["test", "-p", "fic-token-cache", "--no-default-features"],
         ),
         (
-            "test crypto crates on aws-lc-rs",
+            "test fic-assertion, no crypto provider (lib)",
             &[
                 "test",
+                "-p",
+                "fic-assertion",
+                "--no-default-features",
+                "--lib",
+            ],
+        ),
+        (
+            "clippy fic-mtls-transport, no crypto provider",
+            &[
+                "clippy",
+                "-p",
+                "fic-mtls-transport",
+                "--no-default-features",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            "test fic-managed-identity, no crypto provider",
+            &[
+                "test",
+                "-p",
+                "fic-managed-identity",
+                "--no-default-features",
+                "--no-fail-fast",
+            ],
+        ),
+        (
+            "clippy fic-flows, no crypto provider (lib)",
+            &[
+                "clippy",
+                "-p",
+                "fic-flows",
+                "--no-default-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            "test fic-azure-core, no crypto provider (lib)",
+            &[
+                "test",
+                "-p",
+                "fic-azure-core",
+                "--no-default-features",
+                "--lib",
+            ],
+        ),
+        (
+            "test fic-assertion on aws-lc-rs",
+            &[
+                "test",
+                "-p",
+                "fic-assertion",
                 "--no-default-features",
                 "--features",
                 "aws-lc-rs",
-                "-p",
-                "fic-assertion",
+                "--no-fail-fast",
+            ],
+        ),
+        (
+            "test mtls-transport, managed-identity on aws-lc-rs",
+            &[
+                "test",
                 "-p",
                 "fic-mtls-transport",
                 "-p",
                 "fic-managed-identity",
+                "--no-default-features",
+                "--features",
+                "aws-lc-rs",
+                "--no-fail-fast",
+            ],
+        ),
+        (
+            "test fic-flows on aws-lc-rs (TLS)",
+            &[
+                "test",
                 "-p",
                 "fic-flows",
+                "--no-default-features",
+                "--features",
+                "aws-lc-rs",
                 "--no-fail-fast",
-            ][..],
+            ],
         ),
-    ] {
+        (
+            "test fic-azure-core (aws-lc-rs only)",
+            &["test", "-p", "fic-azure-core", "--no-fail-fast"],
+        ),
+    ];
+    for (name, args) in cargo_steps {
         let mut command = cargo();
         command.args(args);
         steps.push(run(name, command));
     }
+    steps.push(feature_check(
+        "fic-assertion's aws-lc-rs test build signs with aws-lc-rs",
+        &[
+            "-p",
+            "fic-assertion",
+            "--no-default-features",
+            "--features",
+            "aws-lc-rs",
+        ],
+        &[
+            ("fic-assertion", "aws-lc-rs", true),
+            ("fic-assertion", "ring", false),
+        ],
+    ));
+    steps.push(feature_check(
+        "mtls-transport, managed-identity aws-lc-rs build has no ring",
+        &[
+            "-p",
+            "fic-mtls-transport",
+            "-p",
+            "fic-managed-identity",
+            "--no-default-features",
+            "--features",
+            "aws-lc-rs",
+        ],
+        &[
+            ("fic-assertion", "ring", false),
+            ("fic-mtls-transport", "ring", false),
+            ("fic-managed-identity", "ring", false),
+        ],
+    ));
+    steps.push(feature_check(
+        "the no-provider test builds have no provider",
+        &[
+            "-p",
+            "fic-assertion",
+            "-p",
+            "fic-mtls-transport",
+            "-p",
+            "fic-managed-identity",
+            "-p",
+            "fic-azure-core",
+            "--no-default-features",
+        ],
+        &[
+            ("fic-assertion", "ring", false),
+            ("fic-assertion", "aws-lc-rs", false),
+            ("fic-mtls-transport", "ring", false),
+            ("fic-mtls-transport", "aws-lc-rs", false),
+            ("fic-managed-identity", "ring", false),
+            ("fic-managed-identity", "aws-lc-rs", false),
+            ("fic-flows", "ring", false),
+            ("fic-flows", "aws-lc-rs", false),
+            ("fic-azure-core", "ring", false),
+            ("fic-azure-core", "aws-lc-rs", false),
+        ],
+    ));
     steps.push(tree_check(
         "fic-oauth-core (wire only) has no runtime, TLS or crypto library",
         &["-p", "fic-oauth-core", "--no-default-features"],
@@ -461,6 +628,23 @@ fn feature_sets() -> Vec<Step> {
         "fic-token-cache (memory only) has no TLS or crypto library",
         &["-p", "fic-token-cache", "--no-default-features"],
         &["hyper", "rustls", "ring", "aws-lc-rs", "redis"],
+    ));
+    steps.push(tree_check(
+        "the crates without a provider have no crypto library",
+        &[
+            "-p",
+            "fic-assertion",
+            "-p",
+            "fic-mtls-transport",
+            "-p",
+            "fic-managed-identity",
+            "-p",
+            "fic-flows",
+            "-p",
+            "fic-azure-core",
+            "--no-default-features",
+        ],
+        &["ring", "aws-lc-rs", "aws-lc-sys"],
     ));
     steps.push(tree_check(
         "fic-flows on aws-lc-rs has no ring",
@@ -473,18 +657,62 @@ fn feature_sets() -> Vec<Step> {
         ],
         &["ring"],
     ));
-    if workspace_root().join("crates/azure-core-adapter").exists() {
-        // Its own run: in the workspace run other members switch ring on, and ring wins.
-        let mut azure = cargo();
-        azure.args(["test", "-p", "fic-azure-core", "--no-fail-fast"]);
-        steps.push(run("test fic-azure-core (aws-lc-rs only)", azure));
-        steps.push(tree_check(
-            "fic-azure-core has no ring",
-            &["-p", "fic-azure-core"],
-            &["ring"],
-        ));
-    }
+    steps.push(tree_check(
+        "fic-azure-core has no ring, no reqwest",
+        &["-p", "fic-azure-core"],
+        &["ring", "reqwest"],
+    ));
     steps
+}
+
+/// Checks the features cargo resolves for a test build of `args` (dev-dependencies included,
+/// as `cargo test` unifies them): each `(package, feature, wanted)` must be on when `wanted`
+/// and off otherwise. A feature another package's dev-dependency switches on shows up here,
+/// where a test run would silently exercise the other code path.
+fn feature_check(name: &str, args: &[&str], expected: &[(&str, &str, bool)]) -> Step {
+    println!("\n==> features: {name}");
+    let started = Instant::now();
+    let output = cargo()
+        .args([
+            "tree",
+            "-e",
+            "normal,build,dev",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}|{f}",
+        ])
+        .args(args)
+        .output();
+    let (ok, detail) = match output {
+        Ok(output) if output.status.success() => {
+            let wrong = wrong_features(&String::from_utf8_lossy(&output.stdout), expected);
+            if wrong.is_empty() {
+                let summary: Vec<String> = expected
+                    .iter()
+                    .map(|(package, feature, wanted)| {
+                        format!("{package}/{feature} {}", if *wanted { "on" } else { "off" })
+                    })
+                    .collect();
+                (true, summary.join(", "))
+            } else {
+                (false, wrong.join(", "))
+            }
+        }
+        Ok(output) => (
+            false,
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ),
+        Err(error) => (false, error.to_string()),
+    };
+    println!("{detail}");
+    Step {
+        name: format!("features: {name}"),
+        ok,
+        took: started.elapsed(),
+        detail,
+        stderr_tail: Vec::new(),
+    }
 }
 
 /// Checks that the normal dependency tree of `args` has none of `forbidden`.
@@ -528,6 +756,38 @@ fn tree_check(name: &str, args: &[&str], forbidden: &[&str]) -> Step {
         detail,
         stderr_tail: Vec::new(),
     }
+}
+
+/// What in `tree` (`cargo tree --prefix none --format "{p}|{f}"` output) differs from
+/// `expected`: a package missing from the build, or a feature on that must be off (or off that
+/// must be on).
+fn wrong_features(tree: &str, expected: &[(&str, &str, bool)]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for &(package, feature, wanted) in expected {
+        let mut seen = false;
+        let mut on = false;
+        for line in tree.lines() {
+            let Some((id, features)) = line.split_once('|') else {
+                continue;
+            };
+            if id.split_whitespace().next() != Some(package) {
+                continue;
+            }
+            seen = true;
+            on |= features
+                .trim_end_matches("(*)")
+                .trim()
+                .split(',')
+                .any(|f| f == feature);
+        }
+        if !seen {
+            wrong.push(format!("{package} is not in the build"));
+        } else if on != wanted {
+            let state = if on { "on" } else { "off" };
+            wrong.push(format!("{package}/{feature} is {state}"));
+        }
+    }
+    wrong
 }
 
 fn bench() -> ExitCode {
@@ -598,6 +858,64 @@ fn main() -> ExitCode {
             println!("  bench  every benchmark; JSON under target/bench/");
             println!("  demo   every flow against the embedded emulator");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TREE: &str = "\
+fic-assertion v0.1.0 (/w/crates/assertion)|aws-lc-rs,ring
+fic-oauth-core v0.1.0 (/w/crates/oauth-core)|tokio
+fic-assertion v0.1.0 (/w/crates/assertion)|aws-lc-rs,ring (*)
+ring v0.17.14|alloc,default,dev_urandom_fallback
+fic-mtls-transport v0.1.0 (/w/crates/mtls-transport)|
+";
+
+    #[test]
+    fn a_feature_switched_on_by_a_dev_dependency_is_reported() {
+        assert_eq!(
+            wrong_features(
+                TREE,
+                &[
+                    ("fic-assertion", "aws-lc-rs", true),
+                    ("fic-assertion", "ring", false)
+                ]
+            ),
+            vec!["fic-assertion/ring is on".to_string()]
+        );
+    }
+
+    #[test]
+    fn features_match_whole_names_and_missing_packages_fail() {
+        assert!(wrong_features(TREE, &[("fic-mtls-transport", "ring", false)]).is_empty());
+        assert!(wrong_features(TREE, &[("fic-oauth-core", "tokio", true)]).is_empty());
+        // Whole feature names only: "tok" is not "tokio".
+        assert_eq!(
+            wrong_features(TREE, &[("fic-oauth-core", "tok", true)]),
+            vec!["fic-oauth-core/tok is off".to_string()]
+        );
+        assert_eq!(
+            wrong_features(TREE, &[("fic-flows", "ring", false)]),
+            vec!["fic-flows is not in the build".to_string()]
+        );
+    }
+
+    #[test]
+    fn example_settings_are_the_azure_and_fic_variables() {
+        for name in [
+            "AZURE_TENANT_ID",
+            "AZURE_REGIONAL_AUTHORITY_NAME",
+            "AZURE_CLIENT_SECRET",
+            "FIC_MANAGED_IDENTITY",
+            "FIC_LEG2_CLIENT_ID",
+        ] {
+            assert!(is_example_setting(name), "{name}");
+        }
+        for name in ["PATH", "CARGO_TARGET_DIR", "RUSTFLAGS", "MY_AZURE_THING"] {
+            assert!(!is_example_setting(name), "{name}");
         }
     }
 }

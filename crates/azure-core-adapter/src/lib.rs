@@ -18,6 +18,16 @@
 //! - [`TokenBindings`] is the link: a small bounded registry from (a hash of) each
 //!   certificate-bound token the credential handed out to its binding certificate.
 //!
+//! ## Where it sits
+//!
+//! This crate is at the top of the fic-rs layering, beside the `fic` command: it depends on
+//! `fic-flows` (the credentials), `fic-mtls-transport` (the transport of [`FicHttpClient`]),
+//! `fic-assertion` and `fic-oauth-core`, and nothing in fic-rs depends on it. `azure_core` is
+//! its only Azure SDK dependency. With the default `aws-lc-rs` feature the whole stack below it
+//! (rustls, the software keys) runs on aws-lc-rs and `ring` is not in its dependency tree (nor
+//! is reqwest); `cargo xtask test` checks both with `cargo tree`, and runs this crate's tests
+//! on their own so that no other package's features switch ring on.
+//!
 //! ## mTLS PoP through a Bearer pipeline
 //!
 //! `azure_core`'s access token has no token type and no certificate, its

@@ -1,4 +1,21 @@
 //! `fic`: acquire Entra ID tokens (Bearer or mTLS PoP), run the emulator, run the demo.
+//!
+//! - `fic token` acquires one token for a confidential client (a certificate, PEM or PKCS#12,
+//!   or a secret; Bearer, or mTLS PoP with `--mtls-pop`; a region or `auto`) and prints it as
+//!   JSON, like `az account get-access-token` (the token itself only with `--show-token`).
+//!   `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`, `AZURE_CLIENT_CERTIFICATE_PATH` / `_PASSWORD` and
+//!   `AZURE_CLIENT_SECRET` stand in for their options; `--ca` and `--resolve` point it at a
+//!   local emulator.
+//! - `fic emulator` runs `fic-emulator` (Entra ID, IMDS and a protected resource) as a local
+//!   server with the apps and certificates given on the command line, and writes its CA
+//!   certificate for clients to trust.
+//! - `fic demo` runs every flow end to end against an embedded emulator, checks each, and
+//!   prints a table (`cargo xtask demo`).
+//!
+//! The binary is the top of the layering: it sits on `fic-flows` (and through it
+//! `fic-managed-identity`, `fic-assertion`, `fic-mtls-transport`, `fic-token-cache` and
+//! `fic-oauth-core`) and on `fic-emulator`, all on ring, with the file and Redis caches; no
+//! library crate depends on it. `FIC_LOG` sets the `tracing` filter (default `warn`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod demo;

@@ -143,9 +143,12 @@ async fn run() -> ExampleResult {
             answer.status.is_success(),
             "refused with the binding certificate",
         )?;
-        let mut unbound = token.clone();
-        unbound.binding = None;
-        let answer = resource.get(url, &unbound).await?;
+        // Without it: the same token replayed as Bearer (ResourceClient refuses to send an
+        // mtls_pop token without its certificate), which the resource must refuse.
+        let mut stolen = token.clone();
+        stolen.binding = None;
+        stolen.token_type = TokenType::Bearer;
+        let answer = resource.get(url, &stolen).await?;
         say(format!("without it: {}", answer.status));
         ensure(
             answer.status.as_u16() == 401,
