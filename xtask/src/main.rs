@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+/// The variable fic-assertion's tests read the crypto library they must be signing with from.
+const EXPECTED_BACKEND_VARIABLE: &str = "FIC_EXPECT_CRYPTO_BACKEND";
+
 /// The variable the Redis suites and benchmarks read the server's URL from.
 const REDIS_URL_VARIABLE: &str = "FIC_TEST_REDIS_URL";
 
@@ -355,6 +358,8 @@ fn test() -> ExitCode {
 
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--no-fail-fast"]);
+    // The workspace build unifies fic-assertion's features: ring (its default) signs.
+    tests.env(EXPECTED_BACKEND_VARIABLE, "ring");
     steps.push(run(
         "cargo test --workspace (with doctests)",
         with_redis_url(tests, &redis),
@@ -560,6 +565,10 @@ fn feature_sets() -> Vec<Step> {
     for (name, args) in cargo_steps {
         let mut command = cargo();
         command.args(args);
+        if name == "test fic-assertion on aws-lc-rs" {
+            // fic-assertion's tests check that this is the library that signs.
+            command.env(EXPECTED_BACKEND_VARIABLE, "aws-lc-rs");
+        }
         steps.push(run(name, command));
     }
     steps.push(feature_check(

@@ -490,3 +490,14 @@ async fn nothing_secret_in_debug_output() {
     assert!(debug.contains("Secret(***)"));
     assert!(debug.contains(&x5t_s256(&data("rsa.crt.der"))));
 }
+
+/// `cargo xtask test` names the crypto library each of its builds must sign with (feature
+/// unification can switch ring on behind a build's back); other runs skip the check.
+#[test]
+fn the_software_keys_use_the_expected_crypto_library() {
+    if let Ok(expected) = std::env::var("FIC_EXPECT_CRYPTO_BACKEND") {
+        assert_eq!(fic_assertion::BACKEND, expected);
+        let key = SoftwareKey::from_pem(&data("rsa.key.pem")).unwrap();
+        assert!(format!("{key:?}").contains(&format!("backend: {expected:?}")));
+    }
+}
