@@ -83,7 +83,7 @@
 //!         .build()?;
 //!     let credential = AzureCoreCredential::new(client.clone());
 //!     // The HTTP client that presents the binding certificate of the tokens `credential` issues,
-//!     // on the client's own transport (one connection pool per certificate).
+//!     // on the client's own transport (one connection pool per client identity).
 //!     let http_client: Arc<FicHttpClient> =
 //!         Arc::new(credential.http_client(client.transport().clone()));
 //!

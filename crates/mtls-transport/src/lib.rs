@@ -7,15 +7,17 @@
 //!   carry it ([`TransportRequest::identity`]). Its key stays behind oauth-core's
 //!   [`SigningKey`](fic_oauth_core::SigningKey) (see [`tls`]); rustls asks it to sign the
 //!   handshake and never sees the key bytes. Each identity gets its own connection pool and
-//!   rustls configuration (one per `x5t#S256`, at most
-//!   [`max_identities`](MtlsTransportBuilder::max_identities), least recently used dropped
-//!   first), and requests without an identity use a pool of their own, so a connection
-//!   authenticated as one identity never carries another's request, and TLS sessions are
-//!   never resumed across identities. A pool is reused only by an identity with the same key
-//!   object (the same `Arc` of the [`SigningKey`](fic_oauth_core::SigningKey)) and chain, not
-//!   merely the same (public) certificate: another key object for that certificate, a
-//!   reopened HSM handle or a wrong key, gets a fresh pool that replaces the old one. Share
-//!   one key object (clones of a [`ClientIdentity`] do) to keep connections warm.
+//!   rustls configuration (at most [`max_identities`](MtlsTransportBuilder::max_identities)
+//!   pools, least recently used dropped first), and requests without an identity use a pool
+//!   of their own, so a connection authenticated as one identity never carries another's
+//!   request, and TLS sessions are never resumed across identities. An identity is its
+//!   certificate's `x5t#S256` *and* its key object (the same `Arc` of the
+//!   [`SigningKey`](fic_oauth_core::SigningKey)) *and* its chain, not merely the (public)
+//!   certificate: another key object for that certificate (a second load of the same
+//!   certificate file, a reopened HSM handle, or a wrong key) gets a pool of its own next to
+//!   the first, and never rides on the first one's connections. Each such pool counts against
+//!   `max_identities`; share one key object (clones of a [`ClientIdentity`] do) to keep a
+//!   single pool.
 //! - **The certificate is presented or the request fails.** When a server asks for a client
 //!   certificate and accepts none of the key's signature schemes, the handshake fails with
 //!   `tls_handshake_failed` ("... cannot present its certificate ...") instead of going on
@@ -197,13 +199,15 @@ impl MtlsTransport {
         }
     }
 
-    /// How many client identities currently have a connection pool.
+    /// How many client identities currently have a connection pool (one pool per
+    /// certificate, key object and chain).
     pub fn identity_pool_count(&self) -> usize {
         self.inner.pools.identity_count()
     }
 
-    /// The `x5t#S256` thumbprints of the identities that have a connection pool, most
-    /// recently used first.
+    /// The `x5t#S256` thumbprint of each identity connection pool, most recently used first.
+    /// A certificate used with two key objects (or two chains) has two pools and appears
+    /// twice.
     pub fn identity_pools(&self) -> Vec<String> {
         self.inner.pools.thumbprints()
     }

@@ -5,22 +5,25 @@
 //! identities would hand one identity's authenticated connection to another's request. One
 //! `ClientConfig` per identity also keeps TLS session resumption from crossing identities.
 //!
-//! The map is keyed by the leaf's `x5t#S256`, but a pool is only reused by a request whose
-//! identity has the same key *object* (the same `Arc<dyn SigningKey>` allocation, which the
-//! pool keeps alive so its address cannot be reused) and a byte-equal chain. The certificate
-//! is public: matching on it alone would let code that holds only the certificate, with any
-//! key, ride on connections another caller authenticated, and would keep using an old key
-//! object (a closed HSM handle, say) after the caller moved to a new one. A request whose
-//! identity differs in key or chain gets a fresh pool that replaces the old one for that
-//! thumbprint; the old pool's idle connections close when its last handle is dropped.
+//! The map is keyed by the leaf's `x5t#S256` *and* the key object (the same
+//! `Arc<dyn SigningKey>` allocation, which the entry keeps alive so its address cannot be
+//! reused) *and* the chain bytes, so a pool is only ever used by the identity it was made
+//! for. The certificate is public: keying on it alone would let code that holds only the
+//! certificate, with any key, ride on connections another caller authenticated, and would
+//! keep using an old key object (a closed HSM handle, say) after the caller moved to a new
+//! one. Two key objects for one certificate (two clients that each loaded the same
+//! certificate file) get two pools side by side, each keeping its connections warm; both
+//! count against the bound, and an unused one ages out like any other. An evicted pool's
+//! idle connections close when its last handle is dropped.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fic_oauth_core::{ClientIdentity, Error, ErrorCode, SigningKey};
+use fic_oauth_core::{ClientIdentity, Error, ErrorCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -108,35 +111,53 @@ impl ClientFactory {
     }
 }
 
-/// The pool of one identity and what it was made for.
-struct IdentityPool {
-    /// The key object the pool's TLS configuration signs with. Holding it keeps the
-    /// allocation (and so the address compared in [`IdentityPool::serves`]) alive.
-    key: Arc<dyn SigningKey>,
-    /// The chain the pool presents, leaf first.
-    chain: Vec<Vec<u8>>,
-    client: PooledClient,
-}
+/// What tells one identity's pool from another's: the leaf's `x5t#S256`, the key *object*
+/// (the `Arc<dyn SigningKey>` allocation, compared by address) and the chain bytes.
+///
+/// It holds the identity it was made from, and so a clone of its key `Arc`: while the entry
+/// exists, the allocation it compares by address stays alive and its address cannot be given
+/// to another key object. A lookup clones the request's identity (a reference count) rather
+/// than copying its chain.
+struct PoolKey(ClientIdentity);
 
-impl IdentityPool {
-    /// Whether `identity` is the identity this pool was made for: the same key object (not
-    /// merely the same certificate) and the same chain.
-    fn serves(&self, identity: &ClientIdentity) -> bool {
-        same_key_object(&self.key, identity.key()) && self.chain.as_slice() == identity.chain_der()
+impl PoolKey {
+    fn thumbprint(&self) -> &str {
+        self.0.thumbprint_s256()
+    }
+
+    /// The key object's address, without the vtable part of the fat pointer (which may
+    /// differ between codegen units for one type).
+    fn key_address(&self) -> *const () {
+        Arc::as_ptr(self.0.key()).cast::<()>()
     }
 }
 
-/// Whether both handles point to the same key allocation (the vtable part of the fat
-/// pointers is ignored: it may differ between codegen units for one type).
-fn same_key_object(a: &Arc<dyn SigningKey>, b: &Arc<dyn SigningKey>) -> bool {
-    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+impl PartialEq for PoolKey {
+    /// The same certificate, the same key object (not merely the same key material) and a
+    /// byte-equal chain.
+    fn eq(&self, other: &Self) -> bool {
+        self.thumbprint() == other.thumbprint()
+            && std::ptr::eq(self.key_address(), other.key_address())
+            && self.0.chain_der() == other.0.chain_der()
+    }
+}
+
+impl Eq for PoolKey {}
+
+impl Hash for PoolKey {
+    // The chain is left out: keys that are equal have equal thumbprints and key addresses,
+    // so they still hash alike, and a lookup does not hash a few kilobytes of DER.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.thumbprint().hash(state);
+        self.key_address().hash(state);
+    }
 }
 
 /// All pools of one transport.
 pub(crate) struct Pools {
     factory: ClientFactory,
     anonymous: PooledClient,
-    identities: Mutex<LruCache<String, IdentityPool>>,
+    identities: Mutex<LruCache<PoolKey, PooledClient>>,
 }
 
 impl fmt::Debug for Pools {
@@ -159,7 +180,7 @@ impl Pools {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, LruCache<String, IdentityPool>> {
+    fn lock(&self) -> MutexGuard<'_, LruCache<PoolKey, PooledClient>> {
         // The map stays consistent whatever panicked while holding the lock.
         self.identities
             .lock()
@@ -174,43 +195,34 @@ impl Pools {
     /// The client of `identity`, created on first use; marks it most recently used and, when
     /// the map is full, drops the least recently used identity's pool.
     ///
-    /// The pool of the same certificate is reused only when it was made for the same key
-    /// object and chain; otherwise a new pool replaces it (see the module docs).
+    /// Each distinct identity (certificate, key object and chain; see [`PoolKey`]) has a pool
+    /// of its own: a pool is never used by an identity it was not made for.
     pub(crate) fn for_identity(&self, identity: &ClientIdentity) -> Result<PooledClient, Error> {
-        let thumbprint = identity.thumbprint_s256();
-        let (client, dropped) = {
+        let key = PoolKey(identity.clone());
+        let (client, evicted) = {
             let mut identities = self.lock();
-            let replacing = match identities.get(thumbprint) {
-                Some(pool) if pool.serves(identity) => return Ok(pool.client.clone()),
-                Some(_) => true,
-                None => false,
-            };
+            if let Some(client) = identities.get(&key) {
+                return Ok(client.clone());
+            }
             let client = self.factory.client(Some(identity))?;
-            let pool = IdentityPool {
-                key: Arc::clone(identity.key()),
-                chain: identity.chain_der().to_vec(),
-                client: client.clone(),
-            };
-            if replacing {
-                tracing::debug!(
-                    thumbprint,
-                    "client identity has another key object or chain than its pool; replaced the pool"
-                );
-            } else {
-                tracing::debug!(thumbprint, "created connection pool for client identity");
-            }
-            // `push` hands back the replaced entry of the same thumbprint, or the least
-            // recently used one when the map is full.
-            let dropped = identities.push(thumbprint.to_owned(), pool);
-            (client, dropped)
+            tracing::debug!(
+                thumbprint = key.thumbprint(),
+                "created connection pool for client identity"
+            );
+            // Not in the map (checked under this lock), so `push` hands back nothing or the
+            // least recently used entry when the map is full.
+            let evicted = identities.push(key, client.clone());
+            (client, evicted)
         };
-        if let Some((old, pool)) = dropped {
-            if old != thumbprint {
-                tracing::debug!(thumbprint = %old, "evicted least recently used client identity pool");
-            }
+        if let Some((old, pool)) = evicted {
+            tracing::debug!(
+                thumbprint = old.thumbprint(),
+                "evicted least recently used client identity pool"
+            );
             // Dropping the last handle closes its idle connections; requests in flight keep
             // their own handle until they finish. Outside the lock: the drop may do work.
             drop(pool);
+            drop(old);
         }
         Ok(client)
     }
@@ -219,8 +231,12 @@ impl Pools {
         self.lock().len()
     }
 
-    /// Thumbprints of the identity pools, most recently used first (one per certificate).
+    /// The thumbprint of each identity pool, most recently used first: a certificate used
+    /// with two key objects (or two chains) has two pools, so it appears twice.
     pub(crate) fn thumbprints(&self) -> Vec<String> {
-        self.lock().iter().map(|(k, _)| k.clone()).collect()
+        self.lock()
+            .iter()
+            .map(|(key, _)| key.thumbprint().to_owned())
+            .collect()
     }
 }

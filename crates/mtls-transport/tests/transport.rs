@@ -579,28 +579,37 @@ async fn requests_that_cannot_be_sent_are_invalid_arguments() {
     }
 }
 
+/// Sends `identity`'s request to the echo endpoint and returns the server's connection id,
+/// after checking the server saw `identity`'s certificate.
+#[allow(clippy::unwrap_used)] // Test helper: a panic is a test failure.
+async fn echo_conn(transport: &MtlsTransport, identity: &ClientIdentity) -> String {
+    let body = text(
+        &send(transport, &format!("{MTLS}/echo"), Some(identity))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(field(&body, "cert"), identity.thumbprint_s256());
+    field(&body, "conn")
+}
+
 #[tokio::test]
 async fn same_certificate_with_another_key_object_never_shares_a_connection() {
     let pki = Pki::new("ca");
     let server = TestServer::https(&pki, ServerOptions::default()).await;
     let transport = builder(&pki, server.addr).build().unwrap();
     let parts = pki.client_parts("alice");
-    // The same key material behind two key objects, as after reopening an HSM handle.
+    // The same key material behind two key objects, as when two clients each load the same
+    // certificate file (or after reopening an HSM handle).
     let key_a = Arc::new(RingEcdsaKey::from_pkcs8(&parts.pkcs8));
     let key_b = Arc::new(RingEcdsaKey::from_pkcs8(&parts.pkcs8));
     let alice_a = ClientIdentity::new(vec![parts.cert_der.clone()], key_a.clone()).unwrap();
     let alice_b = ClientIdentity::new(vec![parts.cert_der.clone()], key_b.clone()).unwrap();
-    assert_eq!(alice_a.thumbprint_s256(), alice_b.thumbprint_s256());
+    let thumbprint = alice_a.thumbprint_s256().to_owned();
+    assert_eq!(alice_b.thumbprint_s256(), thumbprint);
 
     let mut conns = Vec::new();
     for identity in [&alice_a, &alice_a, &alice_b, &alice_b] {
-        let body = text(
-            &send(&transport, &format!("{MTLS}/echo"), Some(identity))
-                .await
-                .unwrap(),
-        );
-        assert_eq!(field(&body, "cert"), alice_a.thumbprint_s256());
-        conns.push(field(&body, "conn"));
+        conns.push(echo_conn(&transport, identity).await);
     }
     assert_eq!(conns[0], conns[1], "same identity, same connection");
     assert_ne!(
@@ -612,41 +621,120 @@ async fn same_certificate_with_another_key_object_never_shares_a_connection() {
     assert_eq!(key_a.signs(), 1);
     assert_eq!(key_b.signs(), 1);
     assert_eq!(server.accepts(), 2);
-    // One pool per certificate: the new key object's pool replaced the old one.
-    assert_eq!(transport.identity_pool_count(), 1);
+    // One pool per key object, side by side: neither evicts the other.
+    assert_eq!(transport.identity_pool_count(), 2);
     assert_eq!(
         transport.identity_pools(),
-        [alice_a.thumbprint_s256().to_owned()]
+        [thumbprint.clone(), thumbprint.clone()]
     );
 
-    // A new identity around the same key object is the same identity: the pool is reused.
-    let alice_b2 = ClientIdentity::new(vec![parts.cert_der.clone()], key_b.clone()).unwrap();
-    let body = text(
-        &send(&transport, &format!("{MTLS}/echo"), Some(&alice_b2))
-            .await
-            .unwrap(),
+    // Two clients sharing the transport, taking turns: each keeps its own warm connection,
+    // and no request costs a handshake.
+    for round in 0..10 {
+        let (identity, conn) = if round % 2 == 0 {
+            (&alice_a, &conns[0])
+        } else {
+            (&alice_b, &conns[2])
+        };
+        assert_eq!(
+            &echo_conn(&transport, identity).await,
+            conn,
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        server.accepts(),
+        2,
+        "alternating key objects cost handshakes"
     );
-    assert_eq!(field(&body, "conn"), conns[3]);
+    assert_eq!(server.handshakes().len(), 2);
+    assert_eq!(server.requests(), 14);
+    assert_eq!(key_a.signs(), 1);
     assert_eq!(key_b.signs(), 1);
+    assert_eq!(transport.identity_pool_count(), 2);
 
-    // So is a chain that differs: same leaf and key, an intermediate added.
+    // A new identity around the same key object is the same identity: its pool is reused.
+    let alice_b2 = ClientIdentity::new(vec![parts.cert_der.clone()], key_b.clone()).unwrap();
+    assert_eq!(echo_conn(&transport, &alice_b2).await, conns[2]);
+    assert_eq!(key_b.signs(), 1);
+    assert_eq!(transport.identity_pool_count(), 2);
+
+    // A chain that differs is not: same leaf and key object, an intermediate added.
     let with_ca = ClientIdentity::new(
         vec![parts.cert_der.clone(), pki.ca_der.to_vec()],
         key_b.clone(),
     )
     .unwrap();
-    let body = text(
-        &send(&transport, &format!("{MTLS}/echo"), Some(&with_ca))
-            .await
-            .unwrap(),
-    );
-    assert_ne!(
-        field(&body, "conn"),
-        conns[3],
-        "another chain rode on the connection"
+    let with_ca_conn = echo_conn(&transport, &with_ca).await;
+    assert!(
+        !conns.contains(&with_ca_conn),
+        "another chain rode on a connection"
     );
     assert_eq!(key_b.signs(), 2);
     assert_eq!(server.accepts(), 3);
+    assert_eq!(transport.identity_pool_count(), 3);
+    // ... and it too lives next to the others.
+    for _ in 0..3 {
+        assert_eq!(echo_conn(&transport, &alice_b).await, conns[2]);
+        assert_eq!(echo_conn(&transport, &with_ca).await, with_ca_conn);
+        assert_eq!(echo_conn(&transport, &alice_a).await, conns[0]);
+    }
+    assert_eq!(server.accepts(), 3);
+    assert_eq!((key_a.signs(), key_b.signs()), (1, 2));
+}
+
+#[tokio::test]
+async fn a_pool_keeps_its_key_object_alive() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr).build().unwrap();
+    let parts = pki.client_parts("alice");
+    let key = Arc::new(RingEcdsaKey::from_pkcs8(&parts.pkcs8));
+    let weak = Arc::downgrade(&key);
+    let alice = ClientIdentity::new(vec![parts.cert_der.clone()], key).unwrap();
+    echo_conn(&transport, &alice).await;
+    drop(alice);
+    // The caller let go of the key object; the pool did not, so the allocation (whose
+    // address tells the pools apart) cannot be handed to another key object.
+    let kept = weak.upgrade().expect("the pool dropped its key object");
+    assert_eq!(kept.signs(), 1);
+    let again = ClientIdentity::new(vec![parts.cert_der.clone()], kept.clone()).unwrap();
+    echo_conn(&transport, &again).await;
+    assert_eq!(kept.signs(), 1, "the pool was not reused");
+    assert_eq!(server.accepts(), 1);
+}
+
+#[tokio::test]
+async fn key_objects_of_one_certificate_count_against_the_pool_bound() {
+    let pki = Pki::new("ca");
+    let server = TestServer::https(&pki, ServerOptions::default()).await;
+    let transport = builder(&pki, server.addr)
+        .max_identities(2)
+        .build()
+        .unwrap();
+    let parts = pki.client_parts("alice");
+    let keys: Vec<_> = (0..3)
+        .map(|_| Arc::new(RingEcdsaKey::from_pkcs8(&parts.pkcs8)))
+        .collect();
+    let identities: Vec<_> = keys
+        .iter()
+        .map(|key| ClientIdentity::new(vec![parts.cert_der.clone()], key.clone()).unwrap())
+        .collect();
+    let (a, b, c) = (&identities[0], &identities[1], &identities[2]);
+    for identity in [a, b, a, c, a, b] {
+        echo_conn(&transport, identity).await;
+        assert!(transport.identity_pool_count() <= 2);
+    }
+    // a stayed (used before c arrived), b was evicted by c, then c by b.
+    let signs: Vec<_> = keys.iter().map(|key| key.signs()).collect();
+    assert_eq!(signs, [1, 2, 1]);
+    assert_eq!(server.accepts(), 4);
+    let thumbprint = a.thumbprint_s256().to_owned();
+    assert_eq!(transport.identity_pools(), [thumbprint.clone(), thumbprint]);
+    // b's and a's pools are the ones kept: neither needs a handshake.
+    echo_conn(&transport, b).await;
+    echo_conn(&transport, a).await;
+    assert_eq!(server.accepts(), 4);
 }
 
 #[tokio::test]
@@ -655,15 +743,9 @@ async fn a_public_certificate_with_the_wrong_key_cannot_ride_on_an_authenticated
     let server = TestServer::https(&pki, ServerOptions::default()).await;
     let transport = builder(&pki, server.addr).build().unwrap();
     let parts = pki.client_parts("alice");
-    let alice = ClientIdentity::new(
-        vec![parts.cert_der.clone()],
-        Arc::new(RingEcdsaKey::from_pkcs8(&parts.pkcs8)),
-    )
-    .unwrap();
-    let ok = send(&transport, &format!("{MTLS}/echo"), Some(&alice))
-        .await
-        .unwrap();
-    assert_eq!(field(&text(&ok), "cert"), alice.thumbprint_s256());
+    let alice_key = Arc::new(RingEcdsaKey::from_pkcs8(&parts.pkcs8));
+    let alice = ClientIdentity::new(vec![parts.cert_der.clone()], alice_key.clone()).unwrap();
+    let alice_conn = echo_conn(&transport, &alice).await;
     assert_eq!(server.requests(), 1);
 
     // Alice's certificate is public; Mallory pairs it with a key of her own.
@@ -683,12 +765,19 @@ async fn a_public_certificate_with_the_wrong_key_cannot_ride_on_an_authenticated
     assert_eq!(server.requests(), 1, "Mallory's request reached the server");
     assert_eq!(server.accepts(), 2);
 
-    // Alice still gets through (on a pool of her own again).
-    let ok = send(&transport, &format!("{MTLS}/echo"), Some(&alice))
-        .await
-        .unwrap();
-    assert_eq!(field(&text(&ok), "cert"), alice.thumbprint_s256());
+    // Alice still gets through, on her own connection: Mallory's pool did not replace hers.
+    assert_eq!(echo_conn(&transport, &alice).await, alice_conn);
+    assert_eq!(alice_key.signs(), 1);
     assert_eq!(server.requests(), 2);
+    assert_eq!(server.accepts(), 2);
+    // Mallory tries again: her own pool, another handshake her key must sign, another failure.
+    let err = send(&transport, &format!("{MTLS}/echo"), Some(&mallory))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::TLS_HANDSHAKE_FAILED, "{err}");
+    assert_eq!(wrong_key.signs(), 2);
+    assert_eq!(server.failed_handshakes(), 2);
+    assert_eq!(server.requests(), 2, "Mallory's request reached the server");
 }
 
 #[tokio::test]
