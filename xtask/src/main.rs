@@ -455,14 +455,16 @@ fn run_examples() -> Vec<Step> {
 ///   default).
 fn feature_sets() -> Vec<Step> {
     let mut steps = Vec::new();
-    let cargo_steps: [(&str, &[&str]); 11] = [
+    let cargo_steps: [(&str, &[&str], Option<&str>); 11] = [
         (
             "test fic-oauth-core --no-default-features",
             &["test", "-p", "fic-oauth-core", "--no-default-features"],
+            None,
         ),
         (
             "test fic-token-cache --no-default-features",
             &["test", "-p", "fic-token-cache", "--no-default-features"],
+            None,
         ),
         (
             "test fic-assertion, no crypto provider (lib)",
@@ -473,6 +475,7 @@ fn feature_sets() -> Vec<Step> {
                 "--no-default-features",
                 "--lib",
             ],
+            None,
         ),
         (
             "clippy fic-mtls-transport, no crypto provider",
@@ -486,6 +489,7 @@ fn feature_sets() -> Vec<Step> {
                 "-D",
                 "warnings",
             ],
+            None,
         ),
         (
             "test fic-managed-identity, no crypto provider",
@@ -496,6 +500,7 @@ fn feature_sets() -> Vec<Step> {
                 "--no-default-features",
                 "--no-fail-fast",
             ],
+            None,
         ),
         (
             "clippy fic-flows, no crypto provider (lib)",
@@ -508,6 +513,7 @@ fn feature_sets() -> Vec<Step> {
                 "-D",
                 "warnings",
             ],
+            None,
         ),
         (
             "test fic-azure-core, no crypto provider (lib)",
@@ -518,6 +524,7 @@ fn feature_sets() -> Vec<Step> {
                 "--no-default-features",
                 "--lib",
             ],
+            None,
         ),
         (
             "test fic-assertion on aws-lc-rs",
@@ -530,6 +537,7 @@ fn feature_sets() -> Vec<Step> {
                 "aws-lc-rs",
                 "--no-fail-fast",
             ],
+            Some("aws-lc-rs"),
         ),
         (
             "test mtls-transport, managed-identity on aws-lc-rs",
@@ -544,6 +552,7 @@ fn feature_sets() -> Vec<Step> {
                 "aws-lc-rs",
                 "--no-fail-fast",
             ],
+            None,
         ),
         (
             "test fic-flows on aws-lc-rs (TLS)",
@@ -556,18 +565,20 @@ fn feature_sets() -> Vec<Step> {
                 "aws-lc-rs",
                 "--no-fail-fast",
             ],
+            None,
         ),
         (
             "test fic-azure-core (aws-lc-rs only)",
             &["test", "-p", "fic-azure-core", "--no-fail-fast"],
+            None,
         ),
     ];
-    for (name, args) in cargo_steps {
+    for (name, args, signs_with) in cargo_steps {
         let mut command = cargo();
         command.args(args);
-        if name == "test fic-assertion on aws-lc-rs" {
+        if let Some(backend) = signs_with {
             // fic-assertion's tests check that this is the library that signs.
-            command.env(EXPECTED_BACKEND_VARIABLE, "aws-lc-rs");
+            command.env(EXPECTED_BACKEND_VARIABLE, backend);
         }
         steps.push(run(name, command));
     }

@@ -510,6 +510,7 @@ impl ConfidentialClient {
             correlation_id: None,
             tenant: None,
             extra_body: Vec::new(),
+            extra_body_digest: None,
             extra_query: Vec::new(),
             extra_headers: Vec::new(),
         }
@@ -541,6 +542,8 @@ pub struct AcquireTokenForClient {
     correlation_id: Option<Uuid>,
     tenant: Option<String>,
     extra_body: Vec<(String, String)>,
+    /// The cache component standing for `extra_body` (a digest: values may be secrets).
+    extra_body_digest: Option<String>,
     extra_query: Vec<(String, String)>,
     extra_headers: Vec<(String, String)>,
 }
@@ -622,16 +625,22 @@ impl AcquireTokenForClient {
 
     /// An extra body parameter.
     ///
-    /// Extra body parameters are part of the cache key (as extension components, like
-    /// `fmi_path`): a token acquired with them is only served to requests with the same ones,
-    /// and a request without them never gets it. Extra query parameters and headers are not
-    /// part of the key. A parameter with an empty value is not sent and not keyed.
+    /// Extra body parameters are part of the cache key: a token acquired with them is only
+    /// served to requests with the same ones, and a request without them never gets it. The key
+    /// holds a SHA-256 digest of the names and values (the component
+    /// `extra_body_parameters`), never the values, which may be secrets. Extra query parameters
+    /// and headers are not part of the key. A parameter with a blank value is not sent and not
+    /// keyed. `fmi_path` and `credential_fmi_path` are refused here: use
+    /// [`AcquireTokenForClient::with_fmi_path`] and
+    /// [`AcquireTokenForClient::with_assertion_fmi_path`], whose cache components other MSAL
+    /// libraries share.
     pub fn with_extra_body_parameter(
         mut self,
         name: impl Into<String>,
         value: impl Into<String>,
     ) -> Self {
         self.extra_body.push((name.into(), value.into()));
+        self.extra_body_digest = extra_body_digest(&self.extra_body);
         self
     }
 
@@ -668,7 +677,7 @@ impl AcquireTokenForClient {
             fmi_path: self.fmi_path.clone(),
             assertion_fmi_path: self.assertion_fmi_path.clone(),
             tenant: self.tenant.clone(),
-            extra_body: self.extra_body.clone(),
+            extra_body_digest: self.extra_body_digest.clone(),
         }
     }
 
@@ -692,28 +701,28 @@ impl AcquireTokenForClient {
         if let Some(path) = &self.assertion_fmi_path {
             parts = parts.with_component(CREDENTIAL_FMI_PATH, path.clone());
         }
-        // What is sent is keyed: extra body parameters change the token the server issues.
-        for (name, value) in &self.extra_body {
-            if !value.is_empty() {
-                parts = parts.with_component(name.clone(), value.clone());
-            }
+        // What is sent is keyed: extra body parameters can change the token the server issues.
+        if let Some(digest) = &self.extra_body_digest {
+            parts = parts.with_component(EXTRA_BODY_COMPONENT, digest.clone());
         }
         parts
     }
 
-    /// Refuses an extra body parameter whose cache component would stand for something else.
+    /// Refuses an extra body parameter that has a method (and a cache component) of its own.
     fn check_extra_body(&self) -> Result<(), Error> {
+        let own_method = |name: &str| match name {
+            "fmi_path" => Some("with_fmi_path"),
+            CREDENTIAL_FMI_PATH => Some("with_assertion_fmi_path"),
+            _ => None,
+        };
         match self
             .extra_body
             .iter()
-            .find(|(name, _)| name == CREDENTIAL_FMI_PATH)
+            .find_map(|(name, _)| own_method(name).map(|method| (name, method)))
         {
-            Some((name, _)) => Err(Error::new(
+            Some((name, method)) => Err(Error::new(
                 ErrorCode::INVALID_ARGUMENT,
-                format!(
-                    "{name:?} is the cache component of the assertion's FMI path: use \
-                     with_assertion_fmi_path, not an extra body parameter"
-                ),
+                format!("{name:?} is not an extra body parameter: use {method}"),
             )),
             None => Ok(()),
         }
@@ -726,7 +735,7 @@ impl AcquireTokenForClient {
         let inner = &self.client.inner;
         let memo = inner.lookups.pin();
         let remembered = memo.get(&MemoShape(self))?;
-        let hit = match self.known_binding() {
+        match self.known_binding() {
             KnownBinding::Unbound => inner.engine.try_hit_with_binding(remembered, None),
             KnownBinding::Bound(identity) => inner
                 .engine
@@ -734,17 +743,7 @@ impl AcquireTokenForClient {
             // The binding the provider returned last time: a token cached for it is served
             // without asking the provider again (a rotated binding is a miss, below).
             KnownBinding::AskTheProvider => inner.engine.try_hit(remembered),
-        };
-        if hit.is_some() {
-            // A static callsite: next to nothing when no subscriber wants it.
-            tracing::trace!(
-                flow = "client_credentials",
-                source = "cache",
-                client_id = %inner.client_id,
-                "token served from the cache"
-            );
         }
-        hit
     }
 
     fn remember_lookup(&self, lookup: &Lookup) {
@@ -904,6 +903,22 @@ enum KnownBinding<'a> {
 /// The cache component of the FMI path meant for the client assertion (PROTOCOL §7).
 const CREDENTIAL_FMI_PATH: &str = "credential_fmi_path";
 
+/// The cache component standing for a request's extra body parameters.
+const EXTRA_BODY_COMPONENT: &str = "extra_body_parameters";
+
+/// The digest of the extra body parameters that are sent (blank values are not), in order and
+/// with repeated names kept apart; `None` when none is sent.
+fn extra_body_digest(parameters: &[(String, String)]) -> Option<String> {
+    let mut framed = std::collections::BTreeMap::new();
+    for (index, (name, value)) in parameters.iter().enumerate() {
+        if !value.trim().is_empty() {
+            // The position keeps two parameters of one name apart (both are sent).
+            framed.insert(format!("{index:04}:{name}"), value.clone());
+        }
+    }
+    (!framed.is_empty()).then(|| fic_oauth_core::thumbprint::ext_hash(&framed))
+}
+
 /// An FMI path as it is sent (trimmed); a blank one is none.
 fn normalized_path(path: String) -> Option<String> {
     let trimmed = path.trim();
@@ -927,7 +942,7 @@ pub(crate) struct MemoKey {
     fmi_path: Option<String>,
     assertion_fmi_path: Option<String>,
     tenant: Option<String>,
-    extra_body: Vec<(String, String)>,
+    extra_body_digest: Option<String>,
 }
 
 /// Borrows a request as a [`MemoKey`] for lookups, without cloning its strings.
@@ -941,7 +956,7 @@ impl std::hash::Hash for MemoShape<'_> {
         r.fmi_path.hash(state);
         r.assertion_fmi_path.hash(state);
         r.tenant.hash(state);
-        r.extra_body.hash(state);
+        r.extra_body_digest.hash(state);
     }
 }
 
@@ -953,7 +968,7 @@ impl papaya::Equivalent<MemoKey> for MemoShape<'_> {
             && r.fmi_path == key.fmi_path
             && r.assertion_fmi_path == key.assertion_fmi_path
             && r.tenant == key.tenant
-            && r.extra_body == key.extra_body
+            && r.extra_body_digest == key.extra_body_digest
     }
 }
 

@@ -19,6 +19,15 @@
 //! | certificate, mTLS PoP | the certificate | mtlsauth | none | `mtls_pop` |
 //! | assertion provider | no | login / regional | jwt-bearer assertion | — |
 //! | assertion with binding | the binding | mtlsauth | jwt-pop assertion | `mtls_pop` if asked |
+//!
+//! ## Tracing
+//!
+//! Every request to the identity provider runs in an `info` span `token_request` with the
+//! fields `flow` (`client_credentials`, `user_fic`, `refresh_token`), `source`
+//! (`identity_provider`), `client_id`, `host`, `duration_ms` and `outcome` (`ok` or the error
+//! code), and for client credentials `token_type` and `mtls`; the span covers the client authentication too (an
+//! assertion provider, Leg 1 of a two-leg flow). No field holds a secret. Cache hits emit nothing:
+//! they are the hot path, and a hit is told by the returned token's `source`.
 #![deny(missing_docs)]
 
 mod agent;

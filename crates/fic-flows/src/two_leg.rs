@@ -17,6 +17,8 @@ use fic_oauth_core::{
     TokenRequestOptions,
 };
 
+use fic_token_cache::EXPIRY_MARGIN;
+
 use crate::confidential::{AcquireTokenForClient, ConfidentialClient, ConfidentialClientBuilder};
 
 /// The scope asking for a token with `audience` (`api://AzureADTokenExchange/.default`).
@@ -55,8 +57,9 @@ fn audience_for(authority: Option<&str>) -> Result<&'static str, Error> {
 
 /// An assertion provider whose assertions are Leg-1 tokens: each request gets a token for the
 /// token-exchange audience from the Leg-1 credential (which caches it and renews it before it
-/// expires). An expired Leg-1 token is never used: should the credential hand one back, it is
-/// asked once more with a forced refresh, and an error is returned if that one has expired too.
+/// expires). An expired Leg-1 token is never used: should the credential hand back one with
+/// under 5 minutes left (the cache's expiry margin), it is asked once more with a forced
+/// refresh, and an error is returned if that one has expired.
 ///
 /// The assertion is bound (jwt-pop) to the Leg-1 token's own certificate when Leg 1 was mTLS
 /// PoP (the identity provider requires the TLS certificate of Leg 2 to be the one in the token's
@@ -130,8 +133,12 @@ impl AssertionProvider for FederatedAssertion {
             options = options.with_claims(claims.clone());
         }
         let mut token = self.leg1.get_token(&[scope.as_str()], &options).await?;
-        if has_expired(&token, self.clock.now()) {
-            tracing::debug!("the Leg-1 credential returned an expired token; forcing a refresh");
+        if token.expires_within(self.clock.now(), EXPIRY_MARGIN) {
+            // A credential that caches renews its tokens this close to expiry; one that did not
+            // is asked once more for a new one.
+            tracing::debug!(
+                "the Leg-1 credential returned a token about to expire; forcing a refresh"
+            );
             token = self
                 .leg1
                 .get_token(&[scope.as_str()], &options.clone().with_force_refresh(true))
@@ -355,7 +362,7 @@ impl FicLeg2 {
 
 /// Whether a Leg-1 token can no longer serve as an assertion at `now`.
 fn has_expired(token: &AccessToken, now: SystemTime) -> bool {
-    token.expires_on <= now
+    token.remaining(now).is_zero()
 }
 
 fn expired_leg1() -> Error {

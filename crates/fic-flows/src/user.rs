@@ -5,7 +5,7 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use fic_oauth_core::request::{TokenRequest, UserIdentifier, RESERVED_SCOPES};
+use fic_oauth_core::request::{check_scopes, TokenRequest, UserIdentifier};
 use fic_oauth_core::{AccessToken, Error, ErrorCode, Secret, TokenType};
 use fic_token_cache::{
     AccessTokenKey, CacheEntry, CacheKey, CachedAccessToken, CachedAccount, CachedIdToken,
@@ -179,31 +179,10 @@ impl AcquireTokenByUserFic {
     }
 
     /// Refuses, before anything is fetched (T1 and T2 included), a request the identity
-    /// provider would refuse for its scopes or user.
+    /// provider would refuse for its scopes or user: the checks the request itself makes.
     fn check(&self) -> Result<(), Error> {
-        if self.scopes.iter().all(|s| s.trim().is_empty()) {
-            return Err(Error::new(
-                ErrorCode::INVALID_ARGUMENT,
-                "at least one scope is required",
-            ));
-        }
-        if let Some(reserved) = self.scopes.iter().find(|s| {
-            RESERVED_SCOPES
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(s.trim()))
-        }) {
-            return Err(Error::new(
-                ErrorCode::RESERVED_SCOPE,
-                format!("the scope {reserved:?} is reserved: the library adds it where needed"),
-            ));
-        }
-        if matches!(&self.user, UserIdentifier::Username(upn) if upn.trim().is_empty()) {
-            return Err(Error::new(
-                ErrorCode::USER_IDENTIFIER_REQUIRED,
-                "the user name is empty",
-            ));
-        }
-        Ok(())
+        check_scopes(&self.scopes)?;
+        self.user.check()
     }
 
     /// Acquires the token.
@@ -241,20 +220,20 @@ impl AcquireTokenByUserFic {
         // The home account id: remembered from an earlier answer, or — for a user given by
         // object id in a tenanted authority — `{oid}.{tenant}`, the home account of a member
         // user, so a cache shared between processes is found without a request.
-        let remembered = client.known_home_account_id(&flow.user);
-        let guessed = remembered.is_none();
-        let known = remembered.or_else(|| match &flow.user {
-            UserIdentifier::ObjectId(oid)
-                if Uuid::parse_str(flow.plan.authority.tenant()).is_ok() =>
-            {
-                Some(format!(
-                    "{}.{}",
-                    oid.hyphenated(),
-                    flow.plan.authority.tenant().to_lowercase()
-                ))
-            }
-            _ => None,
-        });
+        let known = client
+            .known_home_account_id(&flow.user)
+            .or_else(|| match &flow.user {
+                UserIdentifier::ObjectId(oid)
+                    if Uuid::parse_str(flow.plan.authority.tenant()).is_ok() =>
+                {
+                    Some(format!(
+                        "{}.{}",
+                        oid.hyphenated(),
+                        flow.plan.authority.tenant().to_lowercase()
+                    ))
+                }
+                _ => None,
+            });
         match known {
             Some(home_account_id) if self.claims.is_none() => {
                 let lookup =
@@ -274,25 +253,16 @@ impl AcquireTokenByUserFic {
                         account_keys.push(by_home_tenant);
                     }
                 }
-                let looked_up_as = home_account_id.clone();
                 let fetch = {
                     let flow = Arc::clone(&flow);
                     move || {
                         let flow = Arc::clone(&flow);
                         let home_account_id = home_account_id.clone();
-                        Box::pin(async move { flow.fetch(Some(&home_account_id)).await })
+                        Box::pin(async move { flow.fetch_as(&home_account_id).await })
                             as FetchFuture
                     }
                 };
                 let mut token = inner.engine.acquire(&lookup, fetch).await?;
-                if let Some(account) = token.account.clone() {
-                    if guessed && account.home_account_id != looked_up_as {
-                        // A guest: the guess (`{oid}.{authority tenant}`) was not the home
-                        // account, so the token goes where later lookups (by the id the answer
-                        // named) will look, and not where nobody will.
-                        flow.rehome(&lookup, &token, &account.home_account_id).await;
-                    }
-                }
                 if token.account.is_none() {
                     // A cache hit: the account and the id token come from their own entries.
                     let cache = inner.engine.cache();
@@ -385,26 +355,29 @@ impl UserFlow {
         Ok(token)
     }
 
-    /// Moves a token the engine cached under a guessed home account id to the real one.
-    async fn rehome(&self, lookup: &Lookup, token: &AccessToken, home_account_id: &str) {
-        let entry = CachedAccessToken::from_token(
-            self.key(home_account_id),
-            token,
-            self.plan.client.inner.clock.now(),
-        );
-        self.store(entry.cache_key(), CacheEntry::AccessToken(entry))
-            .await;
-        if let Err(error) = self
-            .plan
-            .client
-            .inner
-            .engine
-            .cache()
-            .remove(lookup.key())
-            .await
-        {
-            tracing::warn!(code = %error.code(), "token cache write failed");
+    /// [`UserFlow::fetch`] for a user looked up as `home_account_id` (the engine stores the
+    /// answer under that key). When the answer names another home account — a guest asked for by
+    /// object id, whose home account is in its own tenant, not `{oid}.{authority tenant}` — the
+    /// token is stored under that one too, where this client's later lookups look (the answer's
+    /// id is remembered); the entry under the guess stays for other processes, which guess the
+    /// same way.
+    async fn fetch_as(&self, home_account_id: &str) -> Result<AccessToken, Error> {
+        let token = self.fetch(Some(home_account_id)).await?;
+        if let Some(account) = &token.account {
+            if !account
+                .home_account_id
+                .eq_ignore_ascii_case(home_account_id)
+            {
+                let entry = CachedAccessToken::from_token(
+                    self.key(&account.home_account_id),
+                    &token,
+                    self.plan.client.inner.clock.now(),
+                );
+                self.store(entry.cache_key(), CacheEntry::AccessToken(entry))
+                    .await;
+            }
         }
+        Ok(token)
     }
 
     fn key(&self, home_account_id: &str) -> AccessTokenKey {

@@ -619,50 +619,63 @@ async fn token_credential_uses_the_client_defaults() {
 async fn extra_body_parameters_are_part_of_the_cache_key() {
     let transport = Scripted::new();
     let clock = ManualClock::default();
+    let cache = Arc::new(fic_token_cache::MemoryCache::with_clock(Arc::new(
+        clock.clone(),
+    )));
     let client = builder(&transport, &clock)
         .client_secret("s")
+        .cache(cache.clone())
         .build()
         .unwrap();
-    // An FMI token asked for through an extra body parameter...
-    let fmi = client
+    // A token asked for with an extra body parameter...
+    let with_extra = client
         .acquire_token_for_client([VAULT])
-        .with_extra_body_parameter("fmi_path", "agent-a")
+        .with_extra_body_parameter("slice", "secret-looking-value")
         .await
         .unwrap();
-    assert_eq!(transport.seen()[0].param("fmi_path"), Some("agent-a"));
+    assert_eq!(
+        transport.seen()[0].param("slice"),
+        Some("secret-looking-value")
+    );
     // ...is never served to a request without it, nor to one with another value.
     let plain = client.acquire_token_for_client([VAULT]).await.unwrap();
     assert_eq!(plain.source, TokenSource::IdentityProvider);
-    assert_ne!(plain.token.expose(), fmi.token.expose());
+    assert_ne!(plain.token.expose(), with_extra.token.expose());
     let other = client
         .acquire_token_for_client([VAULT])
-        .with_extra_body_parameter("fmi_path", "agent-b")
+        .with_extra_body_parameter("slice", "another")
         .await
         .unwrap();
     assert_eq!(other.source, TokenSource::IdentityProvider);
     assert_eq!(transport.seen().len(), 3);
-    // The same parameter again is a hit; so is `with_fmi_path` with the same path (same wire).
+    // The same parameter again is a hit.
     let again = client
         .acquire_token_for_client([VAULT])
-        .with_extra_body_parameter("fmi_path", "agent-a")
+        .with_extra_body_parameter("slice", "secret-looking-value")
         .await
         .unwrap();
     assert_eq!(again.source, TokenSource::Cache);
-    assert_eq!(again.token.expose(), fmi.token.expose());
-    let same_path = client
-        .acquire_token_for_client([VAULT])
-        .with_fmi_path("agent-a")
-        .await
-        .unwrap();
-    assert_eq!(same_path.token.expose(), fmi.token.expose());
+    assert_eq!(again.token.expose(), with_extra.token.expose());
     assert_eq!(transport.seen().len(), 3);
-    // The cache component of the assertion's FMI path cannot be forged as a body parameter.
-    let refused = client
-        .acquire_token_for_client([VAULT])
-        .with_extra_body_parameter("credential_fmi_path", "agent-a")
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), &ErrorCode::INVALID_ARGUMENT);
+    // The key holds a digest, never the value.
+    let keys: Vec<_> = cache.entries().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(keys.iter().all(|k| !k.as_str().contains("secret-looking")));
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.as_str().contains("-atext-"))
+            .count(),
+        2
+    );
+    // Parameters with a method and cache component of their own are refused as extras.
+    for name in ["fmi_path", "credential_fmi_path"] {
+        let refused = client
+            .acquire_token_for_client([VAULT])
+            .with_extra_body_parameter(name, "agent-a")
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), &ErrorCode::INVALID_ARGUMENT);
+    }
     assert_eq!(transport.seen().len(), 3);
 }
 
@@ -702,7 +715,6 @@ async fn fmi_paths_are_keyed_as_they_are_sent() {
 #[tokio::test]
 async fn an_unbound_pop_token_is_not_sent_to_the_resource() {
     let transport = Scripted::new();
-    let clock = ManualClock::default();
     let mut token = fic_oauth_core::AccessToken::new(
         fic_oauth_core::Secret::new("bound-elsewhere"),
         TokenType::MtlsPop,
@@ -727,7 +739,6 @@ async fn an_unbound_pop_token_is_not_sent_to_the_resource() {
         transport.seen()[0].identity.as_deref(),
         Some(cert.thumbprint_s256())
     );
-    let _ = clock;
 }
 
 /// A Leg-1 credential that hands out what it is told to, and counts its calls.
@@ -891,9 +902,13 @@ async fn a_guest_user_asked_for_by_object_id_is_found_again_without_a_request() 
     let transport = Scripted::new();
     transport.push(Ok((200, vec![], answer)));
     let clock = ManualClock::default();
+    let cache = Arc::new(fic_token_cache::MemoryCache::with_clock(Arc::new(
+        clock.clone(),
+    )));
     let client = builder(&transport, &clock)
         .authority(&format!("https://login.microsoftonline.com/{TENANT}/"))
         .client_secret("s")
+        .cache(cache.clone())
         .build()
         .unwrap();
     let user = UserIdentifier::ObjectId(uuid::Uuid::parse_str(OID).unwrap());
@@ -915,6 +930,37 @@ async fn a_guest_user_asked_for_by_object_id_is_found_again_without_a_request() 
     assert_eq!(again.source, TokenSource::Cache);
     assert_eq!(again.token.expose(), "user-at");
     assert_eq!(transport.seen().len(), 1, "a repeat costs no request");
+    // The access token is under the home account the answer named, and under the guess, which
+    // another client (another process sharing the cache) makes too: it finds it at once.
+    let access_tokens: Vec<String> = cache
+        .entries()
+        .into_iter()
+        .map(|(k, _)| k.as_str().to_string())
+        .filter(|k| k.contains("-accesstoken-"))
+        .collect();
+    assert_eq!(access_tokens.len(), 2, "{access_tokens:?}");
+    assert!(access_tokens
+        .iter()
+        .any(|k| k.starts_with(&format!("{HOME_OID}.{HOME_TENANT}-"))));
+    assert!(access_tokens
+        .iter()
+        .any(|k| k.starts_with(&format!("{OID}.{TENANT}-"))));
+    let other_process = builder(&transport, &clock)
+        .authority(&format!("https://login.microsoftonline.com/{TENANT}/"))
+        .client_secret("s")
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    let shared = other_process
+        .acquire_token_by_user_fic(
+            scopes,
+            UserIdentifier::ObjectId(uuid::Uuid::parse_str(OID).unwrap()),
+            fic_oauth_core::Secret::new("t2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(shared.source, TokenSource::Cache);
+    assert_eq!(transport.seen().len(), 1);
 }
 
 #[tokio::test]

@@ -157,6 +157,17 @@ impl UserIdentifier {
         }
     }
 
+    /// Checks the identifier as a `user_fic` request does: a user name must not be blank.
+    pub fn check(&self) -> Result<(), Error> {
+        match self {
+            Self::Username(upn) if Self::normalized_upn(upn).is_empty() => Err(Error::new(
+                ErrorCode::USER_IDENTIFIER_REQUIRED,
+                "the username is empty",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The UPN as sent (`username=` and `x-anchormailbox`): trimmed.
     fn normalized_upn(upn: &str) -> &str {
         upn.trim()
@@ -455,25 +466,7 @@ impl TokenRequest {
         if self.client_id.trim().is_empty() {
             return arg("the client id is empty");
         }
-        if self.scopes.iter().all(|s| s.trim().is_empty()) {
-            return arg("at least one scope is required");
-        }
-        if let Some(index) = self.scopes.iter().position(|s| s.trim().is_empty()) {
-            return Err(Error::new(
-                ErrorCode::INVALID_ARGUMENT,
-                format!("scope #{} of {} is blank", index + 1, self.scopes.len()),
-            ));
-        }
-        if let Some(reserved) = self.scopes.iter().find(|s| {
-            RESERVED_SCOPES
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(s.trim()))
-        }) {
-            return Err(Error::new(
-                ErrorCode::RESERVED_SCOPE,
-                format!("the scope {reserved:?} is reserved: the library adds it where needed"),
-            ));
-        }
+        check_scopes(&self.scopes)?;
         match &self.auth {
             ClientAuth::Secret(secret) if secret.is_blank() => {
                 return arg("the client secret is empty")
@@ -541,14 +534,7 @@ impl TokenRequest {
                         "the user federated identity credential is empty",
                     ));
                 }
-                if let UserIdentifier::Username(upn) = user {
-                    if upn.trim().is_empty() {
-                        return Err(Error::new(
-                            ErrorCode::USER_IDENTIFIER_REQUIRED,
-                            "the username is empty",
-                        ));
-                    }
-                }
+                user.check()?;
             }
             Grant::RefreshToken { refresh_token } if refresh_token.is_blank() => {
                 return arg("the refresh token is empty");
@@ -731,6 +717,45 @@ pub fn merge_claims(
     serde_json::to_string(&Value::Object(root))
         .map(Some)
         .map_err(|e| invalid(e.to_string()))
+}
+
+/// Checks the scopes a caller asks for, as every token request does before it is sent: at least
+/// one, none blank, none of the [`RESERVED_SCOPES`] (the library adds those where a grant needs
+/// them). Flows that fetch credentials before building their request (a user flow's T1 and T2)
+/// call it first, so a request that would be refused costs nothing.
+///
+/// ```
+/// use fic_oauth_core::request::check_scopes;
+/// use fic_oauth_core::ErrorCode;
+///
+/// assert!(check_scopes(&["https://graph.microsoft.com/.default".to_string()]).is_ok());
+/// let refused = check_scopes(&["User.Read".to_string(), "openid".to_string()]).unwrap_err();
+/// assert_eq!(refused.code(), &ErrorCode::RESERVED_SCOPE);
+/// ```
+pub fn check_scopes(scopes: &[String]) -> Result<(), Error> {
+    if scopes.iter().all(|s| s.trim().is_empty()) {
+        return Err(Error::new(
+            ErrorCode::INVALID_ARGUMENT,
+            "at least one scope is required",
+        ));
+    }
+    if let Some(index) = scopes.iter().position(|s| s.trim().is_empty()) {
+        return Err(Error::new(
+            ErrorCode::INVALID_ARGUMENT,
+            format!("scope #{} of {} is blank", index + 1, scopes.len()),
+        ));
+    }
+    if let Some(reserved) = scopes.iter().find(|s| {
+        RESERVED_SCOPES
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(s.trim()))
+    }) {
+        return Err(Error::new(
+            ErrorCode::RESERVED_SCOPE,
+            format!("the scope {reserved:?} is reserved: the library adds it where needed"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
