@@ -4,7 +4,9 @@
 //!   same binding certificate; a token with under 5 minutes left is a miss.
 //! - **Single flight**: concurrent misses on one key make one request; every waiter gets its
 //!   result or its error. Misses on different keys never wait on each other. A waiter that is
-//!   cancelled does not strand the others (the next waiter takes over the fetch).
+//!   cancelled does not strand the others (the next waiter takes over the fetch). A forced
+//!   refresh never joins a flight that may answer from the cache; a miss joins a forced refresh
+//!   of its key already in flight.
 //! - **Proactive refresh**: past `refresh_on` (minus a random jitter of at most 5 minutes, and
 //!   at most a quarter of the time between storing the token and its `refresh_on`), one
 //!   background task per key refreshes the token while callers keep getting the cached one; a
@@ -146,8 +148,10 @@ type FlightKey = (CacheKey, Option<String>, bool);
 #[derive(Default)]
 struct State {
     /// In-flight fetches by key, binding (`kid`) and forced-or-not: callers bound to different
-    /// certificates never share a fetch, nor does a forced refresh share one that may answer
-    /// from the cache.
+    /// certificates never share a fetch. A forced refresh (and a background refresh) joins only
+    /// a forced flight, never a normal one (whose re-probe may answer from the cache); a normal
+    /// miss joins the forced flight of its key and binding when one is in progress (its new
+    /// token serves a normal caller too), and the normal flight otherwise.
     flights: HashMap<FlightKey, Arc<Flight>>,
     refreshing: HashSet<CacheKey, KeyHasher>,
     /// Key → the time before which no request is sent, and the error to give meanwhile.
@@ -448,23 +452,31 @@ impl AcquisitionEngine {
     where
         F: Fn() -> FetchFuture + Send + Sync,
     {
-        // A forced refresh never joins a flight that may answer from the cache (and the
-        // reverse): its callers asked for a new token.
-        let flight_key = (
-            lookup.key.clone(),
-            lookup.kid().map(str::to_string),
-            !recheck,
-        );
-        let flight = Arc::clone(
-            self.state()
-                .flights
-                .entry(flight_key.clone())
-                .or_insert_with(|| Arc::new(OnceCell::new())),
-        );
+        // A forced refresh never joins a flight that may answer from the cache: its callers
+        // asked for a new token. A normal miss joins a forced flight in progress when there is
+        // one (its new token satisfies it too) rather than sending a second request.
+        let (flight_key, flight) = {
+            let mut state = self.state();
+            let mut flight_key = (lookup.key.clone(), lookup.kid().map(str::to_string), true);
+            if recheck && !state.flights.contains_key(&flight_key) {
+                flight_key.2 = false;
+            }
+            let flight = Arc::clone(
+                state
+                    .flights
+                    .entry(flight_key.clone())
+                    .or_insert_with(|| Arc::new(OnceCell::new())),
+            );
+            (flight_key, flight)
+        };
+        // What the flight does is set by the flight, not by the caller that happens to run it: a
+        // normal caller that takes over a forced flight (its leader was cancelled) still fetches,
+        // so that the forced callers waiting on it never get a token from the cache.
+        let forced = flight_key.2;
         let result = flight
             .get_or_init(|| async {
                 // Another flight may have stored a token between our probe and now.
-                if recheck {
+                if !forced {
                     if let Some((token, _)) = self.probe(lookup).await {
                         return Ok(token);
                     }

@@ -11,6 +11,20 @@
 //!   they see the old file or the new one. The lock file's name is the one the MSAL extension
 //!   libraries (.NET, Python) lock beside their cache file, so a process of theirs writing the
 //!   same file waits for ours and ours for theirs (both use an exclusive `flock` on it).
+//! - **The lock file** (`<path>.lockfile`): the lock is an exclusive `flock` on it (`LockFileEx`
+//!   on Windows), taken without blocking and retried with a short backoff until the lock
+//!   timeout. The MSAL libraries delete the lock file when they release it (.NET opens it
+//!   delete-on-close; Python removes it after unlocking), so a waiter holding the old file open
+//!   can obtain a lock on a file that no longer has the name, while a newcomer creates and locks
+//!   a new file under it. This cache therefore, once its `flock` is granted, checks (Unix) that
+//!   the path still names the file it locked (same device and inode); if the path is gone or
+//!   names another file it lets go and starts over, within the same timeout. It never deletes
+//!   the lock file itself: releasing only unlocks (and closes) it, so every process that agrees
+//!   on the name agrees on the file. A holder that unlocks *before* deleting (Python, older .NET
+//!   runtimes; current .NET deletes first) still leaves a short window no check can close, the
+//!   same one those libraries have among themselves. On Windows the identity is not checked
+//!   (std has no stable file index there); an open refused with a sharing violation (MSAL .NET
+//!   holds the file open unshared) counts as a busy lock and is retried until the timeout.
 //! - **Reads are memory reads**: the file is parsed into an index when it changed (its length,
 //!   modification time or inode differ); within [`FileCacheBuilder::reload_interval`] of the last
 //!   look even that check is skipped and lookups are answered without IO
@@ -541,21 +555,39 @@ impl Inner {
             .map_err(|e| io_error("directory creation", &dir, &e))
     }
 
-    /// Takes the lock on `<path>.lockfile`, waiting at most `timeout`.
+    /// Takes the lock on `<path>.lockfile`, waiting at most `timeout` (see "The lock file" in
+    /// the [module docs](self)).
     fn lock_with(&self, timeout: Duration) -> Result<File, Error> {
         self.ensure_dir()?;
-        let file = private(OpenOptions::new().read(true).write(true).create(true))
-            .truncate(false)
-            .open(&self.lock_path)
-            .map_err(|e| io_error("lock file open", &self.lock_path, &e))?;
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
+        // Kept open while the lock is busy; reopened when the path names another file.
+        let mut opened: Option<File> = None;
         loop {
-            match fs4::FileExt::try_lock(&file) {
-                Ok(()) => return Ok(file),
-                Err(fs4::TryLockError::WouldBlock) => {}
-                Err(fs4::TryLockError::Error(e)) => {
-                    return Err(io_error("lock", &self.lock_path, &e));
+            let file = match opened.take() {
+                Some(file) => Some(file),
+                None => self.open_lock_file()?,
+            };
+            let mut retry_now = false;
+            if let Some(file) = file {
+                match fs4::FileExt::try_lock(&file) {
+                    Ok(()) => {
+                        if is_still_at(&file, &self.lock_path)
+                            .map_err(|e| io_error("lock file stat", &self.lock_path, &e))?
+                        {
+                            return Ok(file);
+                        }
+                        // The holder we waited for deleted the file on release (MSAL's
+                        // libraries do) and the path now names another file, or none: a lock
+                        // on this one excludes nobody. Open the path again.
+                        unlock(&file);
+                        drop(file);
+                        retry_now = true;
+                    }
+                    Err(fs4::TryLockError::WouldBlock) => opened = Some(file),
+                    Err(fs4::TryLockError::Error(e)) => {
+                        return Err(io_error("lock", &self.lock_path, &e));
+                    }
                 }
             }
             let waited = started.elapsed();
@@ -570,9 +602,24 @@ impl Inner {
                 )
                 .with_retryable(true));
             }
-            // A blocking-pool thread, bounded by the deadline.
-            std::thread::sleep(pause.min(timeout.saturating_sub(waited)));
-            pause = (pause * 2).min(Duration::from_millis(20));
+            if !retry_now {
+                // A blocking-pool thread, bounded by the deadline.
+                std::thread::sleep(pause.min(timeout.saturating_sub(waited)));
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Opens (creating it if needed) the lock file; `None` when another process holds it open
+    /// exclusively (Windows: MSAL .NET opens it without sharing), which is a busy lock.
+    fn open_lock_file(&self) -> Result<Option<File>, Error> {
+        match private(OpenOptions::new().read(true).write(true).create(true))
+            .truncate(false)
+            .open(&self.lock_path)
+        {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if is_sharing_violation(&e) => Ok(None),
+            Err(e) => Err(io_error("lock file open", &self.lock_path, &e)),
         }
     }
 
@@ -796,9 +843,38 @@ impl Drop for Inner {
     }
 }
 
+/// Releases a lock taken by `lock_with`. The lock file is left in place, never deleted:
+/// deleting it is what lets two processes lock two different files under the same name.
 fn unlock(lock: &File) {
     // Closing the descriptor releases the lock too; this only makes it explicit.
     let _ = fs4::FileExt::unlock(lock);
+}
+
+/// Whether `path` still names the file `file` has open (same device and inode).
+#[cfg(unix)]
+fn is_still_at(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(current) => Ok(held.dev() == current.dev() && held.ino() == current.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Not checked elsewhere: std has no stable file identity on Windows (see the module docs).
+#[cfg(not(unix))]
+#[allow(clippy::unnecessary_wraps)]
+fn is_still_at(_: &File, _: &Path) -> io::Result<bool> {
+    Ok(true)
+}
+
+/// Windows' `ERROR_SHARING_VIOLATION`: another process has the file open without sharing it.
+const ERROR_SHARING_VIOLATION: i32 = 32;
+
+/// Whether opening failed because another process holds the file open exclusively (Windows).
+fn is_sharing_violation(error: &io::Error) -> bool {
+    cfg!(windows) && error.raw_os_error() == Some(ERROR_SHARING_VIOLATION)
 }
 
 #[cfg(unix)]

@@ -12,8 +12,8 @@ use fic_oauth_core::{
     TokenType,
 };
 use fic_token_cache::{
-    AccessTokenKey, AcquisitionEngine, CacheEntry, CacheKey, FetchFuture, Lookup, MemoryCache,
-    TokenCache,
+    AccessTokenKey, AcquisitionEngine, CacheEntry, CacheKey, CachedAccessToken, FetchFuture,
+    Lookup, MemoryCache, TokenCache,
 };
 use tokio::sync::Semaphore;
 
@@ -712,6 +712,130 @@ async fn a_forced_refresh_never_joins_a_flight_that_may_answer_from_the_cache() 
     gate.add_permits(10);
     assert_eq!(normal.await.unwrap().unwrap().token.expose(), "token-1");
     for task in forced {
+        let token = task.await.unwrap().unwrap();
+        assert_eq!(
+            (token.token.expose(), token.source),
+            ("token-2", TokenSource::IdentityProvider)
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn misses_join_a_forced_refresh_in_flight_instead_of_sending_another_request() {
+    let clock = ManualClock::default();
+    let (engine, cache) = engine(&clock);
+    let gate = Arc::new(Semaphore::new(0));
+    let mut source = Source::new(&clock);
+    source.gate = Some(gate.clone());
+    // A forced refresh is in flight (the cache is empty: the callers below miss)...
+    let forced = {
+        let (engine, fetch) = (engine.clone(), source.fetch());
+        tokio::spawn(async move {
+            engine
+                .acquire(&lookup().with_force_refresh(true), fetch)
+                .await
+        })
+    };
+    settle().await;
+    assert_eq!(source.calls(), 1);
+    // ...normal misses wait for its token rather than sending their own request...
+    let normal: Vec<_> = (0..5)
+        .map(|_| {
+            let (engine, fetch) = (engine.clone(), source.fetch());
+            tokio::spawn(async move { engine.acquire(&lookup(), fetch).await })
+        })
+        .collect();
+    settle().await;
+    assert_eq!(source.calls(), 1, "the misses joined the forced flight");
+    assert!(normal.iter().all(|task| !task.is_finished()));
+    // ...and a forced refresh arriving now joins the forced flight too, not a normal one.
+    let forced_late = {
+        let (engine, fetch) = (engine.clone(), source.fetch());
+        tokio::spawn(async move {
+            engine
+                .acquire(&lookup().with_force_refresh(true), fetch)
+                .await
+        })
+    };
+    settle().await;
+    assert_eq!(source.calls(), 1);
+    gate.add_permits(10);
+    for task in normal.into_iter().chain([forced, forced_late]) {
+        let token = task.await.unwrap().unwrap();
+        assert_eq!(
+            (token.token.expose(), token.source),
+            ("token-1", TokenSource::IdentityProvider)
+        );
+    }
+    assert_eq!(source.calls(), 1);
+    let stored = cache.get(lookup().key()).await.unwrap().unwrap();
+    assert_eq!(
+        stored.as_access_token().unwrap().secret().expose(),
+        "token-1"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_miss_that_takes_over_a_forced_flight_still_fetches_for_the_forced_callers() {
+    let clock = ManualClock::default();
+    let (engine, cache) = engine(&clock);
+    let gate = Arc::new(Semaphore::new(0));
+    let mut source = Source::new(&clock);
+    source.gate = Some(gate.clone());
+    let leader = {
+        let (engine, fetch) = (engine.clone(), source.fetch());
+        tokio::spawn(async move {
+            engine
+                .acquire(&lookup().with_force_refresh(true), fetch)
+                .await
+        })
+    };
+    settle().await;
+    // A normal miss joins the forced flight first, then another forced refresh does.
+    let normal = {
+        let (engine, fetch) = (engine.clone(), source.fetch());
+        tokio::spawn(async move { engine.acquire(&lookup(), fetch).await })
+    };
+    settle().await;
+    let forced = {
+        let (engine, fetch) = (engine.clone(), source.fetch());
+        tokio::spawn(async move {
+            engine
+                .acquire(&lookup().with_force_refresh(true), fetch)
+                .await
+        })
+    };
+    settle().await;
+    assert_eq!(source.calls(), 1);
+    // Meanwhile a usable token appears in the cache (another process stored it).
+    let parts = lookup().parts().clone();
+    let other = AccessToken::new(
+        Secret::new("from-another-process"),
+        TokenType::Bearer,
+        clock.now() + Duration::from_secs(3600),
+    );
+    cache
+        .put(
+            lookup().key().clone(),
+            Arc::new(CacheEntry::AccessToken(CachedAccessToken::from_token(
+                parts,
+                &other,
+                clock.now(),
+            ))),
+        )
+        .await
+        .unwrap();
+    // The leader is cancelled: the normal caller, first in line, runs the flight, and runs it
+    // as the forced flight it is (a new request, not a cache read).
+    leader.abort();
+    settle().await;
+    assert_eq!(
+        source.calls(),
+        2,
+        "the flight was taken over with a request"
+    );
+    gate.add_permits(10);
+    for task in [normal, forced] {
         let token = task.await.unwrap().unwrap();
         assert_eq!(
             (token.token.expose(), token.source),

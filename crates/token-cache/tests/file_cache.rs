@@ -678,6 +678,106 @@ fn hold_lock(file: &FileCache) -> std::fs::File {
     holder
 }
 
+/// How many of this process's descriptors are open on the file at `path`, and on a file deleted
+/// from `path` (Linux: `/proc/self/fd`).
+#[cfg(target_os = "linux")]
+fn descriptors_on(path: &std::path::Path) -> (usize, usize) {
+    let deleted = format!("{} (deleted)", path.display());
+    let (mut live, mut gone) = (0, 0);
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target == path {
+            live += 1;
+        } else if target.as_os_str() == deleted.as_str() {
+            gone += 1;
+        }
+    }
+    (live, gone)
+}
+
+/// Spins until `done` holds, failing the test after `limit` (a bound, not a timing assertion).
+#[cfg(target_os = "linux")]
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "gave up waiting: {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// MSAL's libraries delete the lock file when they release it. A writer that waited on the old
+/// file and is then granted its lock must notice that the name now belongs to a new, locked
+/// file, and wait for that one instead of writing alongside its holder.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_file_deleted_and_recreated_by_its_holder_is_not_a_lock() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = TempDir::new("lock-replaced");
+    let dir_path = std::fs::canonicalize(dir.path()).unwrap();
+    let path = dir_path.join("cache.json");
+    let clock = ManualClock::at_unix(1_700_000_000);
+    let file = FileCache::builder(&path)
+        .clock(Arc::new(clock.clone()))
+        .lock_timeout(Duration::from_secs(60))
+        .build();
+    let lock_path = file.lock_path().to_path_buf();
+    // An MSAL process (A) holds the lock.
+    let first = hold_lock(&file);
+    let first_inode = first.metadata().unwrap().ino();
+    let (key, entry) = access_token(&clock, "s", 3600);
+    let writer = {
+        let (file, key, entry) = (file.clone(), key.clone(), entry.clone());
+        tokio::spawn(async move { file.put(key, entry).await })
+    };
+    // The writer has the lock file open and is waiting on it.
+    wait_for(
+        "the writer opens the lock file",
+        Duration::from_secs(30),
+        || descriptors_on(&lock_path) == (2, 0),
+    );
+    // A releases MSAL's way: the file is deleted, and another MSAL process (B) creates and
+    // locks a new one under the same name before A's descriptor is closed.
+    std::fs::remove_file(&lock_path).unwrap();
+    let second = hold_lock(&file);
+    let second_inode = second.metadata().unwrap().ino();
+    assert_ne!(first_inode, second_inode);
+    drop(first);
+    // The writer gets the old file's lock, finds the name taken by B's file, and waits on that.
+    wait_for(
+        "the writer waits on the new lock file (or writes)",
+        Duration::from_secs(30),
+        || writer.is_finished() || descriptors_on(&lock_path) == (2, 0),
+    );
+    assert!(
+        !writer.is_finished(),
+        "the writer went ahead while another process held the lock file now at the path"
+    );
+    assert!(!path.exists(), "nothing was written under B's lock");
+    // B releases MSAL's way too: the file is deleted before it is unlocked.
+    std::fs::remove_file(&lock_path).unwrap();
+    fs4::FileExt::unlock(&second).unwrap();
+    drop(second);
+    writer.await.unwrap().unwrap();
+    assert!(read_json(&path)["AccessToken"][key.as_str()].is_object());
+    assert_eq!(file.pending_len(), 0);
+    // This cache made its own lock file and, releasing it, left it in place (and closed it).
+    let third_inode = std::fs::metadata(&lock_path).unwrap().ino();
+    assert_eq!(descriptors_on(&lock_path), (0, 0));
+    // A writer after it uses the same file: two writers in a row, each finds the other's work.
+    let (key2, entry2) = access_token(&clock, "t", 3600);
+    cache(&path, &clock)
+        .put(key2.clone(), entry2)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::metadata(&lock_path).unwrap().ino(), third_inode);
+    let json = read_json(&path);
+    assert!(json["AccessToken"][key.as_str()].is_object());
+    assert!(json["AccessToken"][key2.as_str()].is_object());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_that_missed_the_lock_are_written_by_flush() {
     let dir = TempDir::new("flush");
