@@ -19,6 +19,12 @@ const OTHER_AGENT: &str = "cd29db18-e24a-4951-9c3c-5cf07d1e8f9a";
 const ALICE: &str = "alice@contoso.com";
 const ALICE_OID: &str = "00000000-0000-0000-0000-00000000a11c";
 const BOB_OID: &str = "00000000-0000-0000-0000-000000000b0b";
+/// Gina, of another tenant, is a guest in TENANT: her home object id, her home tenant and her
+/// object id in TENANT.
+const GUEST: &str = "gina@fabrikam.com";
+const GUEST_HOME_OID: &str = "00000000-0000-0000-0000-0000000a0e51";
+const GUEST_HOME_TENANT: &str = "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+const GUEST_OID: &str = "00000000-0000-0000-0000-0000000b0e51";
 const USER_SCOPE: &str = "https://graph.microsoft.com/User.Read";
 const GRAPH: &str = "https://graph.microsoft.com/.default";
 const EXCHANGE: &str = "api://AzureADTokenExchange/.default";
@@ -42,7 +48,8 @@ async fn setup_with(clock: Option<ManualClock>, cache: Option<Arc<dyn TokenCache
                 .agents([AGENT, OTHER_AGENT]),
         )
         .user(User::new(ALICE, ALICE_OID, TENANT))
-        .user(User::new("bob@contoso.com", BOB_OID, TENANT));
+        .user(User::new("bob@contoso.com", BOB_OID, TENANT))
+        .user(User::new(GUEST, GUEST_HOME_OID, GUEST_HOME_TENANT).guest_in(TENANT, GUEST_OID));
     if let Some(clock) = &clock {
         builder = builder.clock(Arc::new(clock.clone()));
     }
@@ -761,4 +768,154 @@ async fn two_users_never_cross() {
             Some(format!("{user_oid}.{TENANT}").as_str())
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A guest: its token names its home account, while `oid` is its object id in TENANT.
+
+/// The access tokens on `cache` for the user account `home_account_id`, as (key, secret).
+fn user_access_tokens(cache: &MemoryCache, home_account_id: &str) -> Vec<(String, String)> {
+    let prefix = format!("{home_account_id}-").to_lowercase();
+    cache
+        .entries()
+        .iter()
+        .filter(|(key, _)| key.as_str().starts_with(&prefix))
+        .filter_map(|(key, entry)| match &**entry {
+            CacheEntry::AccessToken(token) => {
+                Some((key.as_str().to_owned(), token.secret().expose().to_owned()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_guest_asked_for_by_object_id_is_fetched_once_then_served_from_the_cache() {
+    let cache = Arc::new(MemoryCache::new());
+    let s = setup_with(None, Some(cache.clone() as Arc<dyn TokenCache>)).await;
+    let home_account_id = format!("{GUEST_HOME_OID}.{GUEST_HOME_TENANT}");
+    let first = s
+        .agent
+        .user_token([USER_SCOPE], oid(GUEST_OID))
+        .await
+        .unwrap();
+    assert_eq!(first.source, TokenSource::IdentityProvider);
+    assert_eq!(s.world.token_requests(), 3, "T1, T2, user_fic");
+    let last = s.world.emulator.log().last_token_request().unwrap();
+    assert_eq!(last.form_value("grant_type"), Some("user_fic"));
+    assert_eq!(last.form_value("user_id"), Some(GUEST_OID));
+    assert_eq!(last.form_value("username"), None);
+    assert_eq!(last.form_value("client_info"), Some("1"));
+
+    // The token is the guest's in TENANT; the account is its home account.
+    let claims = jwt_payload(first.token.expose());
+    assert_eq!(claims["oid"], GUEST_OID);
+    assert_eq!(claims["tid"], TENANT);
+    assert_eq!(claims["preferred_username"], GUEST);
+    let id_claims = jwt_payload(first.id_token.as_ref().unwrap().expose());
+    assert_eq!(
+        (&id_claims["oid"], &id_claims["tid"]),
+        (&serde_json::json!(GUEST_OID), &serde_json::json!(TENANT))
+    );
+    let account = first.account.clone().expect("the answer's account");
+    assert_eq!(account.home_account_id, home_account_id);
+    assert_eq!(account.username.as_deref(), Some(GUEST));
+
+    // Cached under the home account the answer names and under the guess for the object id.
+    let guessed = format!("{GUEST_OID}.{TENANT}");
+    for id in [&home_account_id, &guessed] {
+        let stored = user_access_tokens(&cache, id);
+        assert_eq!(stored.len(), 1, "{id}: {stored:?}");
+        assert_eq!(stored[0].1, first.token.expose(), "{id}");
+    }
+
+    // Asked for again by the same object id: no request, the same token and account.
+    let again = s
+        .agent
+        .user_token([USER_SCOPE], oid(GUEST_OID))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.source, s.world.token_requests()),
+        (TokenSource::Cache, 3)
+    );
+    assert_eq!(again.token.expose(), first.token.expose());
+    assert_eq!(
+        again.account.as_ref().map(|a| a.home_account_id.as_str()),
+        Some(home_account_id.as_str())
+    );
+    assert_eq!(jwt_payload(again.token.expose())["oid"], GUEST_OID);
+
+    // Another client sharing the cache (another process) finds the token too, under the guess,
+    // with no request.
+    let fresh = AgentIdentity::new(s.agent.blueprint().clone(), AGENT).unwrap();
+    let other = fresh
+        .user_token([USER_SCOPE], oid(GUEST_OID))
+        .await
+        .unwrap();
+    assert_eq!(
+        (other.source, s.world.token_requests()),
+        (TokenSource::Cache, 3)
+    );
+    assert_eq!(other.token.expose(), first.token.expose());
+    // Not asserted here: that hit has no account or id token yet, since they are stored
+    // under the home account only, not under the guess `{oid}.{tenant}`.
+}
+
+#[tokio::test]
+async fn a_guest_after_a_member_costs_one_user_fic_and_its_home_oid_is_unknown_here() {
+    let s = setup(None).await;
+    let alice = s.agent.user_token([USER_SCOPE], alice()).await.unwrap();
+    assert_eq!(s.world.token_requests(), 3, "T1, T2, user_fic");
+    // T1 and T2 are cached: the guest costs its user_fic only.
+    let guest = s
+        .agent
+        .user_token([USER_SCOPE], oid(GUEST_OID))
+        .await
+        .unwrap();
+    assert_eq!(
+        (guest.source, s.world.token_requests()),
+        (TokenSource::IdentityProvider, 4)
+    );
+    let last = s.world.emulator.log().last_token_request().unwrap();
+    assert_eq!(last.form_value("grant_type"), Some("user_fic"));
+    assert_eq!(last.form_value("user_id"), Some(GUEST_OID));
+    assert_eq!(jwt_payload(guest.token.expose())["oid"], GUEST_OID);
+    assert_eq!(
+        guest.account.as_ref().map(|a| a.home_account_id.as_str()),
+        Some(format!("{GUEST_HOME_OID}.{GUEST_HOME_TENANT}").as_str())
+    );
+    let again = s
+        .agent
+        .user_token([USER_SCOPE], oid(GUEST_OID))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.source, s.world.token_requests()),
+        (TokenSource::Cache, 4)
+    );
+    assert_eq!(again.token.expose(), guest.token.expose());
+    // The member is unchanged, and never crosses with the guest.
+    assert_ne!(alice.token.expose(), guest.token.expose());
+    assert_eq!(
+        alice.account.as_ref().map(|a| a.home_account_id.as_str()),
+        Some(format!("{ALICE_OID}.{TENANT}").as_str())
+    );
+    // The guest's home object id names nobody in TENANT.
+    let err = s
+        .agent
+        .user_token([USER_SCOPE], oid(GUEST_HOME_OID))
+        .await
+        .unwrap_err();
+    assert_eq!(err.aadsts(), Some(50_034));
+    assert_eq!(s.world.token_requests(), 5);
+    assert_eq!(
+        s.world
+            .emulator
+            .log()
+            .last_token_request()
+            .unwrap()
+            .form_value("user_id"),
+        Some(GUEST_HOME_OID)
+    );
 }

@@ -255,18 +255,67 @@ impl App {
     }
 }
 
-/// A user.
+/// A user's object in a tenant where the user is a guest (B2B): Entra gives a guest another
+/// object id in each resource tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct GuestMembership {
+    /// The resource tenant id.
+    tenant_id: String,
+    /// The user's object id in that tenant, lower-case hyphenated.
+    object_id: String,
+}
+
+/// A user: a member of its home tenant, and possibly a guest in other tenants
+/// ([`User::guest_in`]).
+///
+/// A guest is found in its resource tenant by its UPN or by its object id *there* (not its home
+/// object id). Tokens issued for the resource tenant carry `tid` = that tenant and `oid` = the
+/// object id there, while `client_info` names the home account (`uid` = the home object id,
+/// `utid` = the home tenant).
+///
+/// ```
+/// use fic_emulator::{Directory, User};
+///
+/// let directory = Directory::new();
+/// directory.add_user(
+///     User::new("gina@fabrikam.com", "00000000-0000-0000-0000-00000000071a", "fabrikam-tenant")
+///         .guest_in("contoso-tenant", "00000000-0000-0000-0000-0000000007e5"),
+/// );
+/// let guest = directory
+///     .user_by_oid("contoso-tenant", "00000000-0000-0000-0000-0000000007e5")
+///     .unwrap();
+/// // The home identity, and the object id in the resource tenant.
+/// assert_eq!(guest.object_id, "00000000-0000-0000-0000-00000000071a");
+/// assert_eq!(guest.tenant_id, "fabrikam-tenant");
+/// assert_eq!(
+///     guest.object_id_in("contoso-tenant"),
+///     Some("00000000-0000-0000-0000-0000000007e5")
+/// );
+/// assert!(guest.is_guest_in("contoso-tenant"));
+/// assert_eq!(
+///     guest.guest_memberships().collect::<Vec<_>>(),
+///     [("contoso-tenant", "00000000-0000-0000-0000-0000000007e5")]
+/// );
+/// // The home object id names nobody in the resource tenant.
+/// assert!(directory
+///     .user_by_oid("contoso-tenant", "00000000-0000-0000-0000-00000000071a")
+///     .is_none());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct User {
-    /// The user principal name (`alice@contoso.com`), matched case-insensitively.
+    /// The user principal name (`alice@contoso.com`), matched case-insensitively (in the home
+    /// tenant and in every tenant where the user is a guest).
     pub upn: String,
-    /// The object id (OID), lower-case hyphenated.
+    /// The object id (OID) in the home tenant, lower-case hyphenated.
     pub object_id: String,
     /// The home tenant id.
     pub tenant_id: String,
     /// The display name (`name` claim).
     pub display_name: String,
+    /// The tenants where this user is a guest, each with the user's object id there
+    /// ([`User::guest_in`], [`User::guest_memberships`]).
+    guest_memberships: Vec<GuestMembership>,
 }
 
 impl User {
@@ -282,6 +331,7 @@ impl User {
             upn,
             object_id: object_id.into().to_ascii_lowercase(),
             tenant_id: tenant_id.into(),
+            guest_memberships: Vec::new(),
         }
     }
 
@@ -290,6 +340,77 @@ impl User {
     pub fn display_name(mut self, name: impl Into<String>) -> Self {
         self.display_name = name.into();
         self
+    }
+
+    /// Makes this user a guest in `tenant_id`, where its object id is `object_id_there`
+    /// (replacing an earlier membership in that tenant). Adding the user to the directory
+    /// registers the tenant when it is not known yet. Membership of the home tenant is implied:
+    /// a guest entry for it is ignored.
+    #[must_use]
+    pub fn guest_in(
+        mut self,
+        tenant_id: impl Into<String>,
+        object_id_there: impl Into<String>,
+    ) -> Self {
+        let tenant_id = tenant_id.into();
+        self.guest_memberships
+            .retain(|g| !g.tenant_id.eq_ignore_ascii_case(&tenant_id));
+        self.guest_memberships.push(GuestMembership {
+            tenant_id,
+            object_id: object_id_there.into().to_ascii_lowercase(),
+        });
+        self
+    }
+
+    /// True when `tenant_id` is this user's home tenant.
+    pub fn is_member_of(&self, tenant_id: &str) -> bool {
+        self.tenant_id.eq_ignore_ascii_case(tenant_id)
+    }
+
+    /// True when this user is a guest (not a member) in `tenant_id`.
+    pub fn is_guest_in(&self, tenant_id: &str) -> bool {
+        !self.is_member_of(tenant_id) && self.guest_membership(tenant_id).is_some()
+    }
+
+    /// The tenants where this user is a guest, each as `(tenant id, object id there)`.
+    pub fn guest_memberships(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.guest_memberships
+            .iter()
+            .filter(|g| !self.is_member_of(&g.tenant_id))
+            .map(|g| (g.tenant_id.as_str(), g.object_id.as_str()))
+    }
+
+    fn guest_membership(&self, tenant_id: &str) -> Option<&GuestMembership> {
+        self.guest_memberships
+            .iter()
+            .find(|g| g.tenant_id.eq_ignore_ascii_case(tenant_id))
+    }
+
+    /// The user's object id in `tenant_id`: the home object id in the home tenant, the guest
+    /// object id in a tenant where it is a guest, `None` elsewhere.
+    pub fn object_id_in(&self, tenant_id: &str) -> Option<&str> {
+        if self.is_member_of(tenant_id) {
+            Some(&self.object_id)
+        } else {
+            self.guest_membership(tenant_id)
+                .map(|g| g.object_id.as_str())
+        }
+    }
+
+    /// The user as tokens for `tenant_id` describe it: `tenant_id` (the `tid`) and the object id
+    /// there (the `oid`); `None` when the user is not in that tenant. The home identity (for
+    /// `client_info`) is `self`.
+    pub(crate) fn as_seen_in(&self, tenant_id: &str) -> Option<User> {
+        if self.is_member_of(tenant_id) {
+            return Some(self.clone());
+        }
+        let membership = self.guest_membership(tenant_id)?;
+        Some(User {
+            object_id: membership.object_id.clone(),
+            tenant_id: membership.tenant_id.clone(),
+            guest_memberships: Vec::new(),
+            ..self.clone()
+        })
     }
 }
 
@@ -603,36 +724,49 @@ impl Directory {
             .is_some()
     }
 
-    /// Adds (or replaces, by object id) a user.
+    /// Adds (or replaces, by home object id) a user. Its home tenant and the tenants where it is
+    /// a guest are registered when not known yet.
     pub fn add_user(&self, user: User) {
         let mut data = self.write();
         Self::ensure_tenant(&mut data, &user.tenant_id);
+        for membership in &user.guest_memberships {
+            Self::ensure_tenant(&mut data, &membership.tenant_id);
+        }
         data.users
             .retain(|u| !u.object_id.eq_ignore_ascii_case(&user.object_id));
         data.users.push(user);
     }
 
-    /// The user of `tenant_id` with this UPN (case-insensitive).
-    pub fn user_by_upn(&self, tenant_id: &str, upn: &str) -> Option<User> {
-        self.read()
-            .users
+    /// The first user found in `tenant_id` by `matches`: members of the tenant first, then
+    /// guests in it.
+    fn find_user(&self, tenant_id: &str, matches: impl Fn(&User) -> bool) -> Option<User> {
+        let data = self.read();
+        data.users
             .iter()
-            .find(|u| {
-                u.tenant_id.eq_ignore_ascii_case(tenant_id) && u.upn.eq_ignore_ascii_case(upn)
+            .find(|u| u.is_member_of(tenant_id) && matches(u))
+            .or_else(|| {
+                data.users
+                    .iter()
+                    .find(|u| u.is_guest_in(tenant_id) && matches(u))
             })
             .cloned()
     }
 
-    /// The user of `tenant_id` with this object id.
+    /// The user in `tenant_id` with this UPN (case-insensitive): a member of the tenant, else a
+    /// guest in it. The user is returned as registered (its home identity); its object id in
+    /// `tenant_id` is [`User::object_id_in`].
+    pub fn user_by_upn(&self, tenant_id: &str, upn: &str) -> Option<User> {
+        self.find_user(tenant_id, |u| u.upn.eq_ignore_ascii_case(upn))
+    }
+
+    /// The user whose object id in `tenant_id` is `object_id` (case-insensitive): a member with
+    /// that object id, or a guest with that object id in the tenant (a guest's home object id
+    /// does not name it there). The user is returned as registered (its home identity).
     pub fn user_by_oid(&self, tenant_id: &str, object_id: &str) -> Option<User> {
-        self.read()
-            .users
-            .iter()
-            .find(|u| {
-                u.tenant_id.eq_ignore_ascii_case(tenant_id)
-                    && u.object_id.eq_ignore_ascii_case(object_id)
-            })
-            .cloned()
+        self.find_user(tenant_id, |u| {
+            u.object_id_in(tenant_id)
+                .is_some_and(|oid| oid.eq_ignore_ascii_case(object_id))
+        })
     }
 
     /// Every user.
@@ -816,6 +950,95 @@ mod tests {
         assert_eq!(dir.app("agent-1").unwrap().blueprint, None);
         assert!(!dir.update_app("nobody", |a| a.agents.push("x".into())));
         assert!(dir.app("x").is_none());
+    }
+
+    #[test]
+    fn guests_are_found_in_their_resource_tenants_by_upn_and_object_id_there() {
+        const HOME: &str = "00000000-0000-0000-0000-0000000a0e51";
+        const THERE: &str = "00000000-0000-0000-0000-0000000b0e51";
+        let dir = Directory::new();
+        dir.add_user(User::new(
+            "Alice@contoso.com",
+            "00000000-0000-0000-0000-000000000abc",
+            "t1",
+        ));
+        dir.add_user(
+            User::new("gina@fabrikam.com", HOME, "home")
+                .guest_in("t1", THERE.to_ascii_uppercase())
+                .guest_in("t2", "00000000-0000-0000-0000-0000000c0e51")
+                .guest_in("t2", "00000000-0000-0000-0000-0000000d0e51"),
+        );
+        // Every tenant the guest is in is registered.
+        for tenant in ["t1", "t2", "home"] {
+            assert!(dir.tenant(tenant).is_some(), "{tenant}");
+        }
+        // In the resource tenant: by UPN and by the object id there, as the home record.
+        let by_upn = dir.user_by_upn("T1", "GINA@fabrikam.com").unwrap();
+        let by_oid = dir.user_by_oid("t1", &THERE.to_ascii_uppercase()).unwrap();
+        assert_eq!(by_upn, by_oid);
+        assert_eq!(by_oid.object_id, HOME);
+        assert_eq!(by_oid.tenant_id, "home");
+        assert_eq!(by_oid.object_id_in("t1"), Some(THERE));
+        assert_eq!(by_oid.object_id_in("home"), Some(HOME));
+        assert_eq!(by_oid.object_id_in("elsewhere"), None);
+        assert!(by_oid.is_guest_in("t1") && !by_oid.is_member_of("t1"));
+        assert!(by_oid.is_member_of("home") && !by_oid.is_guest_in("home"));
+        // A second membership of one tenant replaces the first.
+        assert_eq!(
+            by_oid.guest_memberships().collect::<Vec<_>>(),
+            [
+                ("t1", THERE),
+                ("t2", "00000000-0000-0000-0000-0000000d0e51")
+            ]
+        );
+        assert!(dir
+            .user_by_oid("t2", "00000000-0000-0000-0000-0000000c0e51")
+            .is_none());
+        // The home object id names nobody in the resource tenant; the object id there names
+        // nobody in the home tenant; a tenant the user is not in does not find it.
+        assert!(dir.user_by_oid("t1", HOME).is_none());
+        assert!(dir.user_by_oid("home", THERE).is_none());
+        assert!(dir.user_by_oid("home", HOME).is_some());
+        assert!(dir.user_by_upn("elsewhere", "gina@fabrikam.com").is_none());
+        // As tokens for each tenant describe it.
+        let seen = by_oid.as_seen_in("t1").unwrap();
+        assert_eq!(
+            (seen.object_id.as_str(), seen.tenant_id.as_str()),
+            (THERE, "t1")
+        );
+        assert_eq!(seen.upn, "gina@fabrikam.com");
+        assert_eq!(by_oid.as_seen_in("home").unwrap(), by_oid);
+        assert!(by_oid.as_seen_in("elsewhere").is_none());
+        // Members are unchanged.
+        let alice = dir.user_by_upn("t1", "alice@contoso.com").unwrap();
+        assert_eq!(alice.object_id_in("t1"), Some(alice.object_id.as_str()));
+        assert_eq!(alice.as_seen_in("t1").unwrap(), alice);
+        assert!(alice.guest_memberships().next().is_none());
+    }
+
+    #[test]
+    fn a_member_is_found_before_a_guest_with_the_same_upn() {
+        let dir = Directory::new();
+        dir.add_user(
+            User::new(
+                "sam@contoso.com",
+                "00000000-0000-0000-0000-00000000000a",
+                "home",
+            )
+            .guest_in("t1", "00000000-0000-0000-0000-00000000000b"),
+        );
+        dir.add_user(User::new(
+            "SAM@contoso.com",
+            "00000000-0000-0000-0000-00000000000c",
+            "t1",
+        ));
+        let found = dir.user_by_upn("t1", "sam@contoso.com").unwrap();
+        assert_eq!(found.object_id, "00000000-0000-0000-0000-00000000000c");
+        // The guest is still found by its object id there.
+        let guest = dir
+            .user_by_oid("t1", "00000000-0000-0000-0000-00000000000b")
+            .unwrap();
+        assert_eq!(guest.object_id, "00000000-0000-0000-0000-00000000000a");
     }
 
     #[test]

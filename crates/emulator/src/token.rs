@@ -1,5 +1,9 @@
 //! The token endpoint, `POST /{tenant}/oauth2/v2.0/token`: the `client_credentials` (with
 //! `fmi_path`, `token_type=mtls_pop`), `user_fic` and `refresh_token` grants.
+//!
+//! User tokens describe the user as the request tenant sees it: for a guest, `tid` is the
+//! resource tenant and `oid` the guest's object id there, while `client_info` names the home
+//! account (home object id, home tenant). A refresh token stays with the user in that tenant.
 
 use std::collections::HashSet;
 
@@ -571,7 +575,20 @@ fn user_not_found(identifier: &str, tenant: &Tenant) -> AadError {
     )
 }
 
+/// The user found in `tenant` (its home identity) and the user as `tenant` sees it.
+fn in_tenant(home: User, tenant: &Tenant) -> Result<(User, User), AadError> {
+    // The directory found the user in this tenant, so it has an object there.
+    let seen = home
+        .as_seen_in(&tenant.id)
+        .ok_or_else(|| user_not_found(&home.upn, tenant))?;
+    Ok((home, seen))
+}
+
 struct UserIssue<'a> {
+    /// The user as registered: its home identity, named by `client_info`.
+    home: &'a User,
+    /// The user as the request tenant sees it (`tid`, `oid`): for a guest, the resource tenant and
+    /// the object id there; for a member, the same as `home`.
     user: &'a User,
     resource: &'a str,
     scp: Vec<String>,
@@ -626,7 +643,7 @@ fn issue_user_tokens(
         json!(id_token(state, ctx.cloud, ctx.app, spec.user)),
     );
     if spec.client_info {
-        body.insert("client_info".into(), json!(client_info(spec.user)));
+        body.insert("client_info".into(), json!(client_info(spec.home)));
     }
     body
 }
@@ -667,19 +684,21 @@ fn user_fic(
                 .user_by_oid(&tenant.id, oid)
                 .ok_or_else(|| user_not_found(oid, tenant))
         }
-    };
+    }
+    .and_then(|home| in_tenant(home, tenant));
     let capabilities = client_capabilities(form)?;
     let auth = authenticate(ctx, form)?;
     if !state.directory.is_known_resource(&resource, ctx.cloud) {
         return Err(invalid_resource(&resource, tenant));
     }
     check_user_credential(state, ctx, credential, peer)?;
-    let user = user?;
+    let (home, user) = user?;
     Ok(issue_user_tokens(
         state,
         ctx,
         issued,
         &UserIssue {
+            home: &home,
             user: &user,
             resource: &resource,
             scp: delegated(ctx.app, &scopes.names),
@@ -736,10 +755,11 @@ fn refresh_token(
             "The refresh token was already redeemed: the emulator rotates refresh tokens and accepts each one once.",
         ));
     }
-    let user = state
+    let (home, user) = state
         .directory
         .user_by_oid(&grant.tenant_id, &grant.user_oid)
-        .ok_or_else(|| user_not_found(&grant.user_oid, tenant))?;
+        .ok_or_else(|| user_not_found(&grant.user_oid, tenant))
+        .and_then(|home| in_tenant(home, tenant))?;
     let resource = scopes
         .resource
         .clone()
@@ -757,6 +777,7 @@ fn refresh_token(
         ctx,
         issued,
         &UserIssue {
+            home: &home,
             user: &user,
             resource: &resource,
             scp,

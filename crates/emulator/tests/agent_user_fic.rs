@@ -12,8 +12,13 @@ use support::*;
 const LOGIN: &str = "login.microsoftonline.com";
 const BOB_UPN: &str = "bob@contoso.com";
 const BOB_OID: &str = "00000000-0000-0000-0000-000000000b0b";
+/// A guest in TENANT from OTHER_TENANT: its home object id, and its object id in TENANT.
+const GUEST_UPN: &str = "gina@fabrikam.com";
+const GUEST_HOME_OID: &str = "00000000-0000-0000-0000-0000000a0e51";
+const GUEST_OID: &str = "00000000-0000-0000-0000-0000000b0e51";
 
-/// The blueprint is SN+I (its assertions carry x5c), with one agent; Alice and Bob exist.
+/// The blueprint is SN+I (its assertions carry x5c), with one agent; Alice and Bob exist, and
+/// Gina of OTHER_TENANT is a guest in TENANT.
 async fn agent_emulator() -> (EmulatorHandle, Pki) {
     let pki = sni_pki("Blueprint Root", "blueprint.contoso.com", true);
     let emu = standard_builder()
@@ -23,6 +28,7 @@ async fn agent_emulator() -> (EmulatorHandle, Pki) {
                 .agents([AGENT]),
         )
         .user(User::new(BOB_UPN, BOB_OID, TENANT))
+        .user(User::new(GUEST_UPN, GUEST_HOME_OID, OTHER_TENANT).guest_in(TENANT, GUEST_OID))
         .start()
         .await
         .unwrap();
@@ -806,4 +812,98 @@ async fn user_fic_t2_bound_to_a_certificate_needs_that_certificate() {
             .as_deref(),
         Some(a.thumbprint().as_str())
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guests: `tid` and `oid` of the resource tenant, `client_info` of the home account.
+
+fn client_info_of(body: &serde_json::Value) -> serde_json::Value {
+    let info = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        body["client_info"].as_str().unwrap(),
+    )
+    .unwrap();
+    serde_json::from_slice(&info).unwrap()
+}
+
+/// Asserts a user answer for TENANT: access and id token of `oid` in TENANT (issued by
+/// TENANT), `client_info` naming `home`.
+fn assert_user_answer(body: &serde_json::Value, oid: &str, upn: &str, home: (&str, &str)) {
+    let access = claims_of(body["access_token"].as_str().unwrap());
+    let id = claims_of(body["id_token"].as_str().unwrap());
+    for claims in [&access, &id] {
+        assert_eq!(claims["tid"], TENANT);
+        assert_eq!(claims["oid"], oid);
+        assert_eq!(claims["preferred_username"], upn);
+        assert!(
+            claims["iss"].as_str().unwrap().contains(TENANT),
+            "{}",
+            claims["iss"]
+        );
+    }
+    assert_eq!(access["idtyp"], "user");
+    assert_eq!(access["appid"], AGENT);
+    assert_eq!(id["aud"], AGENT);
+    assert_eq!(
+        client_info_of(body),
+        json!({ "uid": home.0, "utid": home.1 })
+    );
+}
+
+#[tokio::test]
+async fn user_fic_for_a_guest_by_upn_and_by_its_object_id_in_the_tenant() {
+    let (emu, pki) = agent_emulator().await;
+    let t1 = t1(&emu, &pki).await;
+    let t2 = agent_token(&emu, &t1, EXCHANGE_SCOPE).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let guest_home = (GUEST_HOME_OID, OTHER_TENANT);
+    for user in [
+        ("username", GUEST_UPN),
+        ("username", "GINA@Fabrikam.com"),
+        ("user_id", GUEST_OID),
+    ] {
+        let response = user_fic(&emu, &t1, &t2, user, USER_SCOPE).await;
+        assert_eq!(response.status, 200, "{user:?}: {:#}", response.json());
+        let body = response.json();
+        assert_user_answer(&body, GUEST_OID, GUEST_UPN, guest_home);
+        // The refresh token keeps working for the guest in TENANT.
+        let refreshed = refresh(&emu, &t1, body["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(refreshed.status, 200, "{:#}", refreshed.json());
+        let refreshed = refreshed.json();
+        assert_user_answer(&refreshed, GUEST_OID, GUEST_UPN, guest_home);
+        // And its successor too.
+        let again = refresh(&emu, &t1, refreshed["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(again.status, 200, "{:#}", again.json());
+        assert_user_answer(&again.json(), GUEST_OID, GUEST_UPN, guest_home);
+    }
+    // Members are unchanged: their home account is in TENANT.
+    let response = user_fic(&emu, &t1, &t2, ("user_id", BOB_OID), USER_SCOPE).await;
+    assert_eq!(response.status, 200, "{:#}", response.json());
+    assert_user_answer(&response.json(), BOB_OID, BOB_UPN, (BOB_OID, TENANT));
+}
+
+#[tokio::test]
+async fn a_guest_asked_for_by_its_home_object_id_is_unknown_in_the_resource_tenant() {
+    let (emu, pki) = agent_emulator().await;
+    let t1 = t1(&emu, &pki).await;
+    let t2 = agent_token(&emu, &t1, EXCHANGE_SCOPE).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = user_fic(&emu, &t1, &t2, ("user_id", GUEST_HOME_OID), USER_SCOPE).await;
+    response.assert_aadsts(400, "invalid_grant", codes::USER_NOT_FOUND);
+    assert!(response.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains(GUEST_HOME_OID));
+    // No longer a guest: neither its UPN nor its old object id there finds it.
+    emu.directory()
+        .add_user(User::new(GUEST_UPN, GUEST_HOME_OID, OTHER_TENANT));
+    for user in [("username", GUEST_UPN), ("user_id", GUEST_OID)] {
+        user_fic(&emu, &t1, &t2, user, USER_SCOPE)
+            .await
+            .assert_aadsts(400, "invalid_grant", codes::USER_NOT_FOUND);
+    }
 }

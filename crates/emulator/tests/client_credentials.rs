@@ -656,7 +656,13 @@ async fn two_emulators_do_not_trust_each_other() {
 #[tokio::test]
 async fn assertion_with_an_absurd_expiry_is_refused_and_its_jti_is_kept() {
     let a = TestCert::a();
-    let emu = standard_builder().start().await.unwrap();
+    // A clock that stands still: the limits below are exact to the second.
+    let clock = fic_oauth_core::ManualClock::new(std::time::SystemTime::now());
+    let emu = standard_builder()
+        .clock(std::sync::Arc::new(clock.clone()))
+        .start()
+        .await
+        .unwrap();
     let aud = endpoint(LOGIN, TENANT);
     let header = json!({ "alg": "PS256", "typ": "JWT", "x5t#S256": a.thumbprint() });
     let post = |assertion: String| {
@@ -678,7 +684,7 @@ async fn assertion_with_an_absurd_expiry_is_refused_and_its_jti_is_kept() {
             .await
         }
     };
-    let now = now_unix();
+    let now = fic_oauth_core::time::unix_seconds(fic_oauth_core::Clock::now(&clock));
     let signed_with_exp = |exp: serde_json::Value| {
         let mut claims = assertion_claims(CERT_APP, &aud, now);
         claims["exp"] = exp;
