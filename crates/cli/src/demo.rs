@@ -169,6 +169,17 @@ impl Demo {
             .ok_or_else(|| "the emulator saw no token request".to_string())
     }
 
+    /// Calls the resource with a bound token: it must answer 200 and have seen the binding.
+    async fn bound_resource_call(&self, url: &str, token: &AccessToken) -> Result<u16, String> {
+        let (status, body) = self.resource(url, token).await?;
+        check(status == 200, format!("the resource answered {status}"))?;
+        check(
+            body["bound"] == true,
+            "the resource did not see a bound token",
+        )?;
+        Ok(status)
+    }
+
     async fn resource(
         &self,
         url: &str,
@@ -329,12 +340,7 @@ async fn vanilla_pop(demo: &Demo, region: Option<&str>) -> StepResult {
         token.binding_thumbprint() == Some(demo.certificate.thumbprint_s256()),
         "the token is not bound",
     )?;
-    let (status, body) = demo.resource(VAULT_URL, &token).await?;
-    check(status == 200, format!("the resource answered {status}"))?;
-    check(
-        body["bound"] == true,
-        "the resource did not see a bound token",
-    )?;
+    let status = demo.bound_resource_call(VAULT_URL, &token).await?;
     Ok((
         Some(token),
         format!("{status} (bound)"),
@@ -911,12 +917,7 @@ async fn managed_identity_steps(demo: &mut Demo, leg2_certificate: &ClientIdenti
                 token.token_type == TokenType::MtlsPop,
                 "not an mtls_pop token",
             )?;
-            let (status, body) = d.resource(VAULT_URL, &token).await?;
-            check(status == 200, format!("the resource answered {status}"))?;
-            check(
-                body["bound"] == true,
-                "the resource did not see a bound token",
-            )?;
+            let status = d.bound_resource_call(VAULT_URL, &token).await?;
             refused_without_binding(d, VAULT_URL, &token).await?;
             Ok((
                 Some(token),
@@ -1045,12 +1046,7 @@ async fn mi_two_leg(
         token.token_type == TokenType::MtlsPop && token.binding_thumbprint() == Some(thumbprint),
         "not an mtls_pop token bound to the Leg-2 certificate",
     )?;
-    let (status, body) = d.resource(GRAPH_URL, &token).await?;
-    check(status == 200, format!("the resource answered {status}"))?;
-    check(
-        body["bound"] == true,
-        "the resource did not see a bound token",
-    )?;
+    let status = d.bound_resource_call(GRAPH_URL, &token).await?;
     Ok((
         Some(token),
         format!("{status} (bound)"),
