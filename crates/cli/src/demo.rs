@@ -158,6 +158,15 @@ impl Demo {
             .region_detector(Arc::new(RegionDetector::new()))
     }
 
+    /// Leg 1 of the two-leg rows: the demo app with its certificate (Bearer).
+    fn leg1_client(&self) -> Result<Arc<ConfidentialClient>, String> {
+        self.client()
+            .certificate(self.certificate.clone())
+            .build()
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }
+
     fn token_requests(&self) -> usize {
         self.emulator.log().token_requests().len()
     }
@@ -624,12 +633,7 @@ fn print_summary(rows: &[Row]) -> ExitCode {
 /// the managed-identity rows).
 async fn fic_steps(demo: &mut Demo, leg2_certificate: &ClientIdentity) {
     step!(demo, "FIC two-leg: CC → CC (Bearer)", |d| async move {
-        let leg1 = Arc::new(
-            d.client()
-                .certificate(d.certificate.clone())
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
+        let leg1 = d.leg1_client()?;
         let two_leg = TwoLeg::builder(leg1, d.client_for(LEG2_APP))
             .build()
             .map_err(|e| e.to_string())?;
@@ -661,12 +665,7 @@ async fn fic_steps(demo: &mut Demo, leg2_certificate: &ClientIdentity) {
         demo,
         "FIC two-leg: CC → CC (PoP on Leg 2)",
         |d| async move {
-            let leg1 = Arc::new(
-                d.client()
-                    .certificate(d.certificate.clone())
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            );
+            let leg1 = d.leg1_client()?;
             let two_leg = TwoLeg::builder(leg1, d.client_for(LEG2_APP))
                 .binding_certificate(leg2_cert.clone())
                 .build()
@@ -732,12 +731,7 @@ async fn fic_steps(demo: &mut Demo, leg2_certificate: &ClientIdentity) {
 /// The expected refusals of FIC two-leg.
 async fn fic_refusal_steps(demo: &mut Demo) {
     step!(demo, "FIC refused: wrong audience", |d| async move {
-        let leg1 = Arc::new(
-            d.client()
-                .certificate(d.certificate.clone())
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
+        let leg1 = d.leg1_client()?;
         let two_leg = TwoLeg::builder(leg1, d.client_for(LEG2_APP))
             .exchange_audience(OTHER_AUDIENCE)
             .build()
@@ -778,12 +772,7 @@ async fn fic_refusal_steps(demo: &mut Demo) {
     );
 
     step!(demo, "FIC refused: expired assertion", |d| async move {
-        let leg1 = Arc::new(
-            d.client()
-                .certificate(d.certificate.clone())
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
+        let leg1 = d.leg1_client()?;
         let assertion = FicLeg1::new(leg1)
             .acquire_assertion()
             .await
@@ -805,12 +794,7 @@ async fn fic_refusal_steps(demo: &mut Demo) {
         demo,
         "FIC refused: Leg-2 PoP, no certificate",
         |d| async move {
-            let leg1 = Arc::new(
-                d.client()
-                    .certificate(d.certificate.clone())
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            );
+            let leg1 = d.leg1_client()?;
             let two_leg = TwoLeg::builder(leg1, d.client_for(LEG2_APP))
                 .build()
                 .map_err(|e| e.to_string())?;
